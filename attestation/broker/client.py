@@ -1,0 +1,77 @@
+"""The node side of key release: prove this enclave to the broker and receive its shard key."""
+from typing import Callable
+
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from attestation.binding import NONCE_BYTES, report_data
+from attestation.broker.wrap import WrapError, unwrap_key
+from shared.manifest import key_id as make_key_id
+
+
+class KeyReleaseError(Exception):
+    """The broker did not release the key; the message carries the broker's own error text."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def _post(session, url: str, payload: dict, timeout: float) -> dict:
+    try:
+        resp = session.post(url, json=payload, timeout=timeout)
+    except requests.RequestException as e:
+        raise KeyReleaseError(f"broker unreachable at {url}: {type(e).__name__}") from None
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if resp.status_code != 200:
+        message = body.get("error") if isinstance(body, dict) else None
+        raise KeyReleaseError(f"broker refused ({resp.status_code}): "
+                              f"{message or 'no error message'}", resp.status_code)
+    if not isinstance(body, dict):
+        raise KeyReleaseError(f"broker answered {url} with something other than a JSON object")
+    return body
+
+
+def _issued_nonce(answer: dict) -> bytes:
+    try:
+        nonce = bytes.fromhex(answer["nonce"])
+    except (KeyError, TypeError, ValueError):
+        nonce = b""
+    if len(nonce) != NONCE_BYTES:
+        raise KeyReleaseError(f"broker's nonce is not {NONCE_BYTES} bytes of hex")
+    return nonce
+
+
+def fetch_shard_key(broker_url: str, *, role: str, model_id: str, version: int,
+                    attester: Callable[[bytes], dict], session=None,
+                    timeout: float = 10) -> tuple[str, bytes]:
+    """(key_id, 32-byte shard key). attester(report_data) returns this enclave's evidence."""
+    expected_key_id = make_key_id(model_id, version, role)
+    base = broker_url.rstrip("/")
+    http = session if session is not None else requests.Session()
+    try:
+        # A fresh key per fetch: the wrapped key opens only inside the process that made it.
+        private = X25519PrivateKey.generate()
+        public = private.public_key().public_bytes(serialization.Encoding.Raw,
+                                                   serialization.PublicFormat.Raw)
+        nonce = _issued_nonce(_post(http, f"{base}/nonce", {}, timeout))
+        evidence = attester(report_data(public, nonce))
+        answer = _post(http, f"{base}/key", {
+            "role": role, "model_id": model_id, "version": version,
+            "public_key": public.hex(), "nonce": nonce.hex(), "evidence": evidence}, timeout)
+    finally:
+        if session is None:
+            http.close()
+    if answer.get("key_id") != expected_key_id:
+        raise KeyReleaseError(f"broker released {answer.get('key_id')!r}, "
+                              f"expected {expected_key_id!r}")
+    try:
+        key = unwrap_key(answer.get("wrapped"), private, model_id=model_id, version=version,
+                         role=role, key_id=expected_key_id)
+    except WrapError as e:
+        raise KeyReleaseError(f"released key does not open: {e}") from None
+    return expected_key_id, key

@@ -1,0 +1,34 @@
+"""node1's one validated configuration, read from the environment by its entry point."""
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from shared.config import ConfigError, ModelSettings, TeeSettings, env_int, env_str
+
+
+@dataclass(frozen=True)
+class Node1Config:
+    host: str = "127.0.0.1"
+    port: int = 5002
+    node2_url: str = "http://127.0.0.1:5001"
+    model: ModelSettings = field(default_factory=ModelSettings)
+    tee: TeeSettings = field(default_factory=TeeSettings)
+    max_body_bytes: int = 1 << 20
+
+    def __post_init__(self):
+        if not 0 < self.port < 65536:
+            raise ConfigError("TWINTEE_NODE1_PORT must be a TCP port")
+        if not self.node2_url.startswith(("http://", "https://")):
+            raise ConfigError("TWINTEE_NODE2_URL must be an http(s) URL")
+        if self.max_body_bytes < 1024:
+            raise ConfigError("TWINTEE_MAX_BODY_BYTES must be at least 1024")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Node1Config":
+        return cls(
+            host=env_str(env, "TWINTEE_NODE1_HOST", "127.0.0.1"),
+            port=env_int(env, "TWINTEE_NODE1_PORT", 5002),
+            node2_url=env_str(env, "TWINTEE_NODE2_URL", "http://127.0.0.1:5001"),
+            model=ModelSettings.from_env(env),
+            tee=TeeSettings.from_env(env),
+            max_body_bytes=env_int(env, "TWINTEE_MAX_BODY_BYTES", 1 << 20),
+        )

@@ -1,0 +1,80 @@
+"""One /generate request from template to text: tokenize, submit to the scheduler, stream tokens out."""
+import json
+import queue
+import time
+
+from node1.request import GenerateRequest
+from node1.scheduler import Finished, Generation, GenerationFailed
+from node1.text import TextStream
+
+TOKEN_WAIT_S = 300.0  # a step never takes this long; past it the pipeline is stuck, not slow
+
+
+class Run:
+    """Iterates over (text piece, token id) and ends with `finish_reason`, usage and metrics set."""
+
+    def __init__(self, runtime, req: GenerateRequest, prompt_ids: list[int]):
+        self.req, self.prompt_ids = req, prompt_ids
+        self.stream = TextStream(runtime.codec, req.stop)
+        self.gen = Generation(prompt_ids, req.max_tokens, req.sampling(), runtime.codec.eos_ids)
+        self.t0 = time.perf_counter()
+        self.t_first: float | None = None
+        self.finish_reason: str | None = None
+        runtime.scheduler.submit(self.gen)
+
+    def __iter__(self):
+        try:
+            while self.finish_reason is None:
+                item = self.gen.out.get(timeout=TOKEN_WAIT_S)
+                if isinstance(item, GenerationFailed):
+                    raise item
+                if isinstance(item, Finished):
+                    self.finish_reason = item.reason
+                    yield self.stream.flush(), None
+                    return
+                self.t_first = self.t_first or time.perf_counter()
+                piece = self.stream.push(item)
+                if self.stream.stopped:
+                    self.finish_reason = "stop"
+                    yield piece, item
+                    return
+                yield piece, item
+        except queue.Empty:
+            raise GenerationFailed("the pipeline stopped producing tokens") from None
+        finally:
+            self.gen.cancel()  # a no-op when finished; frees both caches when the client went away
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.stream.ids
+
+    def summary(self) -> dict:
+        total = time.perf_counter() - self.t0
+        n = len(self.stream.ids)
+        decode = total - ((self.t_first or self.t0) - self.t0)
+        return {
+            "finish_reason": self.finish_reason,
+            "usage": {"prompt_tokens": len(self.prompt_ids), "completion_tokens": n},
+            "metrics": {
+                "ttft_ms": round(((self.t_first or time.perf_counter()) - self.t0) * 1000, 2),
+                "total_ms": round(total * 1000, 2),
+                "tokens_per_sec": round((n - 1) / decode, 2) if n > 1 and decode > 0 else 0.0,
+            },
+        }
+
+
+def complete(run: Run) -> dict:
+    pieces = [piece for piece, _ in run]
+    return {"text": "".join(pieces), "token_ids": run.token_ids, **run.summary()}
+
+
+def sse_events(run: Run):
+    """text/event-stream: one event per token, a final event with the summary, then [DONE]."""
+    try:
+        for piece, token in run:
+            if token is not None or piece:
+                yield f"data: {json.dumps({'text': piece, 'token_id': token})}\n\n"
+        yield f"data: {json.dumps(run.summary())}\n\n"
+    except GenerationFailed as exc:
+        yield f"data: {json.dumps({'error': str(exc)})}\n\n"
+    yield "data: [DONE]\n\n"

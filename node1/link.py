@@ -1,0 +1,116 @@
+"""node1's one connection to node2: the attested handshake, then sealed step frames over a keep-alive pool.
+
+Frames on a channel must arrive in sequence, so one lock covers seal -> POST -> open.
+"""
+import threading
+import time
+
+import requests
+
+from attestation.errors import AttestationError
+from shared import wire
+from shared.channel import FrameRejected, SealedChannel
+from shared.handshake import Initiator
+
+
+class LinkError(RuntimeError):
+    """node2 could not be reached or refused us; `public_message` is safe to show a client."""
+
+    def __init__(self, public_message: str):
+        super().__init__(public_message)
+        self.public_message = public_message
+
+
+class Node2Link:
+    def __init__(self, node2_url: str, attester, appraise, *, rekey_frames: int, rekey_seconds: float, timeout: float = 120.0):
+        self.url = node2_url.rstrip("/")
+        self.attester, self.appraise = attester, appraise
+        self.rekey_frames, self.rekey_seconds, self.timeout = rekey_frames, rekey_seconds, timeout
+        self.http = requests.Session()  # one keep-alive pool for every call to node2
+        self.lock = threading.Lock()
+        self.channel: SealedChannel | None = None
+        self.peer_verdict: dict | None = None
+        self.state = "not connected"
+        self.handshakes = 0
+        self.frame_bytes = {"sent": 0, "received": 0}
+
+    @property
+    def ready(self) -> bool:
+        return self.channel is not None
+
+    def connect(self) -> bool:
+        """Handshakes if there is no live channel; returns whether one is up. Never raises."""
+        with self.lock:
+            try:
+                self._ensure_channel()
+                return True
+            except LinkError:
+                return False
+
+    def exchange(self, header: dict, body: bytes) -> tuple[dict, bytes]:
+        with self.lock:
+            self._ensure_channel()
+            frame = self.channel.seal(header, body)
+            try:
+                r = self.http.post(f"{self.url}/v1/step", data=frame, timeout=self.timeout,
+                                   headers={"Content-Type": wire.CONTENT_TYPE})
+            except requests.RequestException:
+                self._drop("node2 unreachable")
+                raise LinkError("node2 unreachable") from None
+            if r.status_code != 200:
+                self._drop(f"node2 refused a frame ({r.status_code})")
+                raise LinkError(f"node2 refused the step: {_error_of(r)}")
+            try:
+                reply, plain = self.channel.open(r.content)
+            except (FrameRejected, wire.WireError) as exc:
+                self._drop("reply frame rejected")
+                raise LinkError(f"node2's reply was rejected ({exc})") from None
+            self.frame_bytes["sent"] += len(frame)
+            self.frame_bytes["received"] += len(r.content)
+            return reply, plain
+
+    def _ensure_channel(self) -> None:
+        if self.channel is not None and not self.channel.expired:
+            return
+        try:
+            self._handshake()
+        except requests.RequestException:
+            self._drop("node2 unreachable")
+            raise LinkError("node2 unreachable") from None
+        except AttestationError as exc:
+            self._drop(f"node2 failed attestation: {exc}")
+            raise LinkError(f"node2 failed attestation ({exc.check})") from None
+
+    def _handshake(self) -> None:
+        init = Initiator("node1", "node2", self.attester, self.appraise)
+        m2 = self._post_json("/v1/handshake/hello", init.hello())
+        m3, keys = init.finish(m2)
+        self._post_json("/v1/handshake/finish", m3)
+        self.channel = SealedChannel(keys, "initiator", max_frames=self.rekey_frames, max_age_s=self.rekey_seconds)
+        self.peer_verdict = keys.peer_verdict
+        self.handshakes += 1
+        self.state = "ready"
+
+    def _post_json(self, path: str, payload: dict) -> dict:
+        r = self.http.post(f"{self.url}{path}", json=payload, timeout=30)
+        if r.status_code != 200:
+            # node2 names which of our checks failed; keep it for /health, never content.
+            raise AttestationError("peer", f"node2 refused the handshake: {_error_of(r)}")
+        return r.json()
+
+    def _drop(self, state: str) -> None:
+        self.channel = None
+        self.state = state
+
+    def node2_health(self) -> dict | None:
+        try:
+            return self.http.get(f"{self.url}/health", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return None
+
+
+def _error_of(r: requests.Response) -> str:
+    try:
+        return str(r.json().get("error", r.status_code))
+    except ValueError:
+        return str(r.status_code)

@@ -1,0 +1,155 @@
+"""Continuous batching on node1: every step runs all live sessions through node1's layers at once,
+sends node2 one frame for the whole batch, and hands each session its next token.
+
+New requests join between steps; finished or cancelled ones leave at once and their node2
+sessions are closed in the next frame.
+"""
+import queue
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from shared import model, wire
+from shared.config import ModelSettings
+from shared.kv import SessionCache
+
+
+class GenerationFailed(RuntimeError):
+    """The pipeline could not finish a generation; the message is safe to show the client."""
+
+
+@dataclass
+class Finished:
+    reason: str  # "stop" | "length"
+
+
+@dataclass
+class Generation:
+    """One request's session: prompt ids in, token ids out through `out`."""
+
+    prompt: list[int]
+    max_tokens: int
+    sampling: dict
+    stop_ids: frozenset
+    id: str = field(default_factory=lambda: secrets.token_hex(16))
+    out: queue.Queue = field(default_factory=queue.Queue)  # int | Finished | GenerationFailed
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    cache: SessionCache | None = None
+    step: int = 0
+    last: int = -1
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class Scheduler:
+    def __init__(self, part: model.Part, settings: ModelSettings, link, metrics=None):
+        self.part, self.settings, self.link, self.metrics = part, settings, link, metrics
+        self.waiting: queue.Queue[Generation] = queue.Queue()
+        self.active: list[Generation] = []
+        self.closing: list[str] = []
+        self.wake = threading.Event()
+        self.stopped = False
+        self.thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+
+    def start(self) -> "Scheduler":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.wake.set()
+
+    def submit(self, gen: Generation) -> Generation:
+        self.waiting.put(gen)
+        self.wake.set()
+        return gen
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.active)
+
+    def _loop(self) -> None:
+        while not self.stopped:
+            self._admit()
+            self._drop_cancelled()
+            if not self.active:
+                if self.closing:
+                    self._send_closes()
+                self.wake.wait(timeout=1.0)
+                self.wake.clear()
+                continue
+            self._step(list(self.active))
+
+    def _admit(self) -> None:
+        while len(self.active) < self.settings.max_batch:
+            try:
+                gen = self.waiting.get_nowait()
+            except queue.Empty:
+                return
+            if gen.cancelled.is_set():
+                continue
+            capacity = len(gen.prompt) + gen.max_tokens
+            gen.cache = SessionCache(self.part.spec, len(self.part.layers), capacity, self.part.dtype, self.settings.device)
+            self.active.append(gen)
+
+    def _drop_cancelled(self) -> None:
+        for gen in [g for g in self.active if g.cancelled.is_set()]:
+            self._retire(gen)
+
+    def _retire(self, gen: Generation, item=None) -> None:
+        if item is not None:
+            gen.out.put(item)
+        self.active.remove(gen)
+        gen.cache = None
+        if gen.step > 0 or item is not None:
+            self.closing.append(gen.id)
+
+    def _inputs(self, batch: list[Generation]):
+        entries, opens, ids, seqs = [], {}, [], []
+        for g in batch:
+            new = g.prompt if g.step == 0 else [g.last]
+            pos = 0 if g.step == 0 else len(g.prompt) + g.step - 1
+            entries.append({"id": g.id, "step": g.step, "pos": pos, "n": len(new)})
+            if g.step == 0:
+                opens[g.id] = {"capacity": len(g.prompt) + g.max_tokens, **g.sampling}
+            ids += new
+            seqs.append(model.Seq(g.cache, pos, len(new)))
+        return entries, opens, torch.tensor(ids, device=self.settings.device), seqs
+
+    def _step(self, batch: list[Generation]) -> None:
+        entries, opens, ids, seqs = self._inputs(batch)
+        hidden = model.run_layers(self.part, model.embed(self.part, ids), seqs)  # [N, D]
+        header, body = wire.step_message(entries, hidden.cpu(), opens, self.closing)
+        self.closing = []
+        try:
+            results, tokens, errors = wire.parse_tokens(*self.link.exchange(header, body))
+        except Exception as exc:  # noqa: BLE001 - any link failure fails this step's sessions, not the loop
+            message = getattr(exc, "public_message", "node2 did not answer the step")
+            for g in batch:
+                self._retire(g, GenerationFailed(message))
+            return
+        for g, r, tok in zip(batch, results, tokens):
+            self._deliver(g, r, tok, errors)
+
+    def _deliver(self, g: Generation, r: dict, tok: int, errors: dict) -> None:
+        if r.get("id") != g.id or not r.get("ok"):
+            self._retire(g, GenerationFailed(f"node2 refused the step: {errors.get(g.id, 'mismatched reply')}"))
+            return
+        g.step += 1
+        g.last = tok
+        if tok in g.stop_ids:
+            self._retire(g, Finished("stop"))
+        elif g.out.put(tok) or g.step >= g.max_tokens:
+            self._retire(g, Finished("length"))
+
+    def _send_closes(self) -> None:
+        header, body = wire.step_message([], torch.empty(0, 0), {}, self.closing)
+        self.closing = []
+        try:
+            self.link.exchange(header, body)
+        except Exception:  # noqa: BLE001 - node2 frees idle sessions itself if this is lost
+            pass

@@ -1,0 +1,11 @@
+"""node1's entry point for gunicorn: `gunicorn 'node1.wsgi:app_from_env()'`; reads the environment once."""
+import logging
+import os
+
+from node1.app import create_app
+from node1.config import Node1Config
+
+
+def app_from_env():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return create_app(Node1Config.from_env(os.environ))

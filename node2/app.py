@@ -1,0 +1,90 @@
+"""node2's HTTP surface: handshake, sealed steps, /health and /attestation."""
+import logging
+
+from flask import Flask, Response, jsonify, request
+
+from attestation.errors import AttestationError
+from node2.config import Node2Config
+from node2.runtime import Node2Runtime
+from shared import wire
+from shared.channel import FrameRejected
+from shared.http import ApiError, install_error_handlers, json_body
+
+log = logging.getLogger("twintee.node2")
+
+
+def create_app(config: Node2Config, *, runtime: Node2Runtime | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_frame_bytes
+    rt = runtime or Node2Runtime(config).start()
+    app.extensions["twintee"] = rt
+    install_error_handlers(app)
+
+    def ready() -> Node2Runtime:
+        if rt.state != "ready":
+            raise ApiError(503, f"node2 is not ready: {rt.reason}")
+        return rt
+
+    @app.get("/health")
+    def health():
+        body = {"status": "ok" if rt.state == "ready" else rt.state, "role": "node2", "reason": rt.reason,
+                "peer": rt.peer}
+        if rt.state == "ready":
+            body.update(model=rt.release.model_id, layers=rt.release.layers_of("node2"),
+                        sessions=len(rt.engine.sessions), channel=rt.channel is not None,
+                        measurement=rt.identity.measurement["measurement"], tee=rt.identity.attester.tee_type)
+        return jsonify(body), 200 if rt.state == "ready" else 503
+
+    @app.post("/v1/handshake/hello")
+    def hello():
+        return jsonify(_attested(lambda: ready().handshake_hello(json_body(request, 1 << 20))))
+
+    @app.post("/v1/handshake/finish")
+    def finish():
+        _attested(lambda: ready().handshake_finish(json_body(request, 1 << 20)))
+        return jsonify({"ok": True})
+
+    @app.post("/v1/step")
+    def step():
+        return Response(_step(ready(), request.get_data(cache=False)), mimetype=wire.CONTENT_TYPE)
+
+    @app.get("/attestation")
+    def attestation():
+        try:
+            nonce = bytes.fromhex(request.args.get("nonce", ""))
+        except ValueError:
+            raise ApiError(400, "nonce must be hex") from None
+        if not 16 <= len(nonce) <= 64:
+            raise ApiError(400, "nonce must be 16 to 64 bytes of hex")
+        r = ready()
+        return jsonify({**r.identity.evidence_for_nonce(nonce), "peer": r.peer,
+                        "model": {"model_id": r.release.model_id, "version": r.release.manifest.get("version"),
+                                  "layers": r.release.layers_of("node2")}})
+
+    return app
+
+
+def _attested(fn):
+    try:
+        return fn()
+    except AttestationError as exc:
+        raise ApiError(403, f"attestation refused: {exc}") from None
+
+
+def _step(rt: Node2Runtime, frame: bytes) -> bytes:
+    with rt.channel_lock:
+        chan = rt.channel
+        if chan is None:
+            raise ApiError(409, "no channel: handshake first")
+        try:
+            header, plain = chan.open(frame)
+            if header.get("type") != "step":
+                raise wire.WireError("expected a step frame")
+            entries, hidden, opens, close = wire.parse_step(header, plain)
+        except (FrameRejected, wire.WireError) as exc:
+            rt.counters["frames_rejected"] += 1
+            log.warning("rejected a frame: %s", exc)
+            raise ApiError(400, f"frame rejected: {exc}") from None
+        results, ids, errors = rt.engine.step(entries, hidden, opens, close) if entries or close else ([], [], {})
+        rt.counters["steps"] += 1
+        return chan.seal(*wire.tokens_message(results, ids, errors))

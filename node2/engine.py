@@ -1,0 +1,115 @@
+"""node2's engine: its layers, the final norm and head, sampling, and one KV cache per session.
+
+Sessions follow Petals' inference sessions: each step names its session, step number and start
+position, and a step that does not continue its session's cache exactly is refused.
+"""
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from node2.sampling import Sampling, SamplingError, sample
+from shared import model
+from shared.config import ModelSettings
+from shared.kv import CacheOverflow, SessionCache
+
+
+class StepError(ValueError):
+    """A step cannot be applied to its session (unknown, out of order, overflow, bad params)."""
+
+
+@dataclass
+class Session:
+    cache: SessionCache
+    sampling: Sampling
+    generator: torch.Generator | None
+    next_step: int = 0
+    touched: float = field(default_factory=time.monotonic)
+
+
+class Engine:
+    def __init__(self, part: model.Part, settings: ModelSettings, *, max_sessions: int = 64, idle_s: float = 300.0):
+        self.part, self.settings = part, settings
+        self.max_sessions, self.idle_s = max_sessions, idle_s
+        self.sessions: dict[str, Session] = {}
+        self.lock = threading.Lock()
+        self.steps = 0
+
+    def kv_bytes(self) -> int:
+        return sum(s.cache.nbytes for s in list(self.sessions.values()))
+
+    def drop_all(self) -> None:
+        with self.lock:
+            self.sessions.clear()
+
+    def step(self, entries: list[dict], hidden: torch.Tensor, opens: dict, close: list[str]):
+        """-> (results [{id, step, ok}], token ids (0 where not ok), errors {id: message})."""
+        with self.lock:
+            for sid in close:
+                self.sessions.pop(sid, None)
+            self._expire_idle()
+            live, errors, row, rows = [], {}, 0, []
+            for e in entries:
+                try:
+                    live.append((e, self._session_for(e, opens.get(e["id"]))))
+                    rows.append(torch.arange(row, row + e["n"]))
+                except StepError as err:
+                    errors[e["id"]] = str(err)
+                    self.sessions.pop(e["id"], None)
+                row += e["n"]
+            if live and errors:  # drop the rows of refused sessions; the others still run
+                hidden = hidden[torch.cat(rows)]
+            tokens = self._forward(hidden, live) if live else {}
+            self.steps += 1
+        results = [{"id": e["id"], "step": e["step"], "ok": e["id"] in tokens} for e in entries]
+        return results, [tokens.get(e["id"], 0) for e in entries], errors
+
+    def _session_for(self, e: dict, params: dict | None) -> Session:
+        sid = e["id"]
+        if e["step"] == 0:
+            if sid in self.sessions or params is None:
+                raise StepError("step 0 must open a new session with its parameters")
+            self.sessions[sid] = self._open(params)
+        sess = self.sessions.get(sid)
+        if sess is None:
+            raise StepError("unknown or expired session")
+        if e["step"] != sess.next_step:
+            raise StepError(f"expected step {sess.next_step}, got {e['step']}")
+        try:
+            sess.cache.check_room(e["pos"], e["n"])
+        except CacheOverflow as err:
+            raise StepError(str(err)) from None
+        return sess
+
+    def _open(self, params: dict) -> Session:
+        if len(self.sessions) >= self.max_sessions:
+            raise StepError(f"node2 is at its limit of {self.max_sessions} sessions")
+        capacity = params.get("capacity")
+        if not isinstance(capacity, int) or not 0 < capacity <= self.settings.max_positions:
+            raise StepError(f"capacity must be an integer in [1, {self.settings.max_positions}]")
+        try:
+            sampling = Sampling.from_dict(params)
+        except SamplingError as err:
+            raise StepError(str(err)) from None
+        cache = SessionCache(self.part.spec, len(self.part.layers), capacity, self.part.dtype, self.settings.device)
+        return Session(cache, sampling, sampling.generator())
+
+    def _forward(self, hidden: torch.Tensor, live: list) -> dict[str, int]:
+        # hidden: [N, D] rows of the live sessions, in order
+        seqs = [model.Seq(sess.cache, e["pos"], e["n"]) for e, sess in live]
+        y = model.run_layers(self.part, hidden.to(self.part.dtype), seqs)
+        last = torch.cumsum(torch.tensor([e["n"] for e, _ in live]), 0) - 1  # [B] each sequence's last row
+        logits = model.logits(self.part, y[last])  # [B, V]
+        out = {}
+        for i, (e, sess) in enumerate(live):
+            out[e["id"]] = sample(logits[i], sess.sampling, sess.generator)
+            sess.next_step += 1
+            sess.touched = time.monotonic()
+        return out
+
+    def _expire_idle(self) -> None:
+        # node1 closes every session it opens; this only frees caches a crashed node1 left behind.
+        cutoff = time.monotonic() - self.idle_s
+        for sid in [sid for sid, s in self.sessions.items() if s.touched < cutoff]:
+            del self.sessions[sid]

@@ -1,0 +1,66 @@
+"""node2's state: loading -> ready | failed, its engine, its identity and its channel from node1."""
+import logging
+import threading
+import time
+
+import torch
+
+from attestation.errors import AttestationError
+from node2.config import Node2Config
+from node2.engine import Engine
+from shared.channel import SealedChannel
+from shared.handshake import Responder
+from shared.identity import node_identity
+from shared.loading import load_part, read_release
+
+log = logging.getLogger("twintee.node2")
+
+
+class Node2Runtime:
+    def __init__(self, config: Node2Config, open_shard=None):
+        self.config, self.open_shard = config, open_shard
+        self.state, self.reason = "loading", "loading model"
+        self.release = self.identity = self.engine = self.responder = self.channel = None
+        self.peer: dict = {"verified": False, "detail": "node1 has not handshaken yet"}
+        self.load_stats: dict = {}
+        self.counters = {"handshakes": 0, "handshakes_refused": 0, "frames_rejected": 0, "steps": 0}
+        self.channel_lock = threading.Lock()
+
+    def start(self) -> "Node2Runtime":
+        threading.Thread(target=self._load, name="node2-load", daemon=True).start()
+        return self
+
+    def _load(self) -> None:
+        try:
+            if self.config.model.threads:
+                torch.set_num_threads(self.config.model.threads)
+            self.release = read_release(self.config.tee.data_dir)
+            self.identity = node_identity("node2", self.config.tee, self.release)
+            part, self.load_stats = load_part(self.release, "node2", self.config.model, self.open_shard)
+            self.engine = Engine(part, self.config.model, max_sessions=self.config.max_sessions,
+                                 idle_s=self.config.session_idle_s)
+            self.responder = Responder("node2", "node1", self.identity.evidence, self.identity.appraise)
+            self.state, self.reason = "ready", "ready"
+            log.info("node2 ready: layers %s, weights %d bytes, load %.2fs",
+                     self.release.layers_of("node2"), self.load_stats["weight_bytes"], self.load_stats["load_s"])
+        except Exception as exc:  # noqa: BLE001 - any load failure is reported by /health, not raised
+            self.state, self.reason = "failed", f"{type(exc).__name__}: {exc}"
+            log.error("node2 failed to load: %s", self.reason)
+
+    def handshake_hello(self, m1: dict) -> dict:
+        return self.responder.respond(m1)
+
+    def handshake_finish(self, m3: dict) -> None:
+        try:
+            keys = self.responder.finish(m3)
+        except AttestationError as exc:
+            self.counters["handshakes_refused"] += 1
+            self.peer = {"verified": False, "failed": exc.check, "detail": str(exc)}
+            log.warning("refused node1's evidence: %s", exc)
+            raise
+        tee = self.config.tee
+        with self.channel_lock:
+            self.channel = SealedChannel(keys, "responder", max_frames=tee.rekey_frames, max_age_s=tee.rekey_seconds)
+        self.counters["handshakes"] += 1
+        self.peer = {"verified": True, "verdict": keys.peer_verdict, "since": time.time()}
+        log.info("channel %s established with node1", keys.channel_id.hex()[:8])

@@ -1,0 +1,11 @@
+"""node2's entry point for gunicorn: `gunicorn 'node2.wsgi:app_from_env()'`; reads the environment once."""
+import logging
+import os
+
+from node2.app import create_app
+from node2.config import Node2Config
+
+
+def app_from_env():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return create_app(Node2Config.from_env(os.environ))

@@ -1,0 +1,1 @@
+"""Code both nodes run: config, wire format, sealing, model functions, the release step."""

@@ -1,0 +1,108 @@
+"""Settings both nodes share, and the helpers that read them from an environment mapping.
+
+Only entry points pass `os.environ` in; every other module receives a frozen, validated config.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TEE_KINDS = ("simulated", "tdx", "sev-snp", "dstack")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or out of range; the message names the variable."""
+
+
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
+    return env.get(name, default)
+
+
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    try:
+        return default if raw in (None, "") else float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How a node runs its part of the model (the seed's ModelSettings)."""
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    max_input_tokens: int = 2048
+    max_new_tokens: int = 1024  # the largest `max_tokens` a request may ask for
+    max_batch: int = 16  # sequences in one step across both nodes
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"TWINTEE_DTYPE must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"TWINTEE_DEVICE must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.device == "cpu" and self.dtype == "float16":
+            raise ConfigError("float16 needs TWINTEE_DEVICE=cuda; use float32 or bfloat16 on the CPU")
+        for name in ("max_input_tokens", "max_new_tokens", "max_batch"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.threads < 0:
+            raise ConfigError("TWINTEE_THREADS must be >= 0")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def max_positions(self) -> int:
+        return self.max_input_tokens + self.max_new_tokens
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "ModelSettings":
+        return cls(
+            device=env_str(env, "TWINTEE_DEVICE", "cpu"),
+            dtype=env_str(env, "TWINTEE_DTYPE", "float32"),
+            threads=env_int(env, "TWINTEE_THREADS", 0),
+            max_input_tokens=env_int(env, "TWINTEE_MAX_INPUT_TOKENS", 2048),
+            max_new_tokens=env_int(env, "TWINTEE_MAX_NEW_TOKENS", 1024),
+            max_batch=env_int(env, "TWINTEE_MAX_BATCH", 16),
+        )
+
+
+@dataclass(frozen=True)
+class TeeSettings:
+    """Which attestation provider a node uses and where the release's reference values live."""
+
+    kind: str = "simulated"
+    data_dir: Path = Path("data")
+    project_root: Path = Path(__file__).resolve().parents[1]
+    rekey_frames: int = 100_000
+    rekey_seconds: float = 3600.0
+
+    def __post_init__(self):
+        if self.kind not in TEE_KINDS:
+            raise ConfigError(f"TWINTEE_TEE must be one of {TEE_KINDS}, got {self.kind!r}")
+        if self.rekey_frames <= 0 or self.rekey_seconds <= 0:
+            raise ConfigError("TWINTEE_REKEY_FRAMES and TWINTEE_REKEY_SECONDS must be positive")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "TeeSettings":
+        return cls(
+            kind=env_str(env, "TWINTEE_TEE", "simulated"),
+            data_dir=Path(env_str(env, "TWINTEE_DATA_DIR", "data")).resolve(),
+            rekey_frames=env_int(env, "TWINTEE_REKEY_FRAMES", 100_000),
+            rekey_seconds=env_float(env, "TWINTEE_REKEY_SECONDS", 3600.0),
+        )

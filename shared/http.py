@@ -1,0 +1,49 @@
+"""HTTP plumbing both nodes share: JSON errors for every failure, never a stack trace to a client."""
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("twintee.http")
+
+
+class ApiError(Exception):
+    """A refusal with an HTTP status and a message that names the problem."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def json_error(status: int, message: str):
+    return jsonify({"error": message}), status
+
+
+def install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api(exc: ApiError):
+        return json_error(exc.status, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        names = {400: "malformed request", 413: "request body too large"}
+        return json_error(exc.code or 500, names.get(exc.code, exc.name.lower()))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.error("unhandled %s", type(exc).__name__)  # the type only: messages may hold content
+        return json_error(500, "internal error")
+
+
+def json_body(request, max_bytes: int) -> object:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError(413, f"request body is over the limit of {max_bytes} bytes")
+    raw = request.get_data(cache=False)
+    if len(raw) > max_bytes:
+        raise ApiError(413, f"request body is over the limit of {max_bytes} bytes")
+    import json
+
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the request body is not valid JSON") from None

@@ -1,0 +1,79 @@
+"""A node's attested identity: what it measures as, how it proves it, and how it appraises peers."""
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from attestation.binding import report_data
+from attestation.measure import measure_node
+from attestation.policy import Policy, load_policy
+from attestation.providers import make_attester
+from attestation.verify import Verifier
+from shared.config import TeeSettings
+from shared.loading import Release
+
+
+def raw_public(key: X25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+@dataclass
+class Identity:
+    role: str
+    measurement: dict
+    policy: Policy
+    attester: object
+    verifier: Verifier
+    # The key this process attests to clients (node1: the HPKE key requests are sealed to).
+    key: X25519PrivateKey = field(default_factory=X25519PrivateKey.generate)
+
+    @property
+    def public_key(self) -> bytes:
+        return raw_public(self.key)
+
+    def evidence(self, data: bytes) -> dict:
+        return self.attester.evidence(data)
+
+    def appraise(self, evidence: dict, role: str, data: bytes) -> dict:
+        return self.verifier.appraise(evidence, role, data)
+
+    def evidence_for_nonce(self, nonce: bytes) -> dict:
+        """Fresh evidence binding this process's public key to a challenger's nonce."""
+        return {
+            "role": self.role,
+            "public_key": self.public_key.hex(),
+            "nonce": nonce.hex(),
+            "measurement": self.measurement,
+            "evidence": self.evidence(report_data(self.public_key, nonce)),
+        }
+
+
+def security_config(role: str, release: Release) -> dict:
+    if role == "broker":
+        return {"role": role}
+    return {"role": role, "split_layer": release.split_layer, "model_id": release.model_id}
+
+
+def node_identity(role: str, tee: TeeSettings, release: Release) -> Identity:
+    manifest_sha = hashlib.sha256((release.model_dir / "manifest.json").read_bytes()).hexdigest()
+    measurement = measure_node(tee.project_root, role, manifest_sha, security_config(role, release))
+    policy = load_policy(tee.data_dir / "policy.json", release_public_key(tee))
+    attester = make_attester(tee.kind, role=role, measurement=measurement, sim_dir=tee.data_dir / "simulated-tee")
+    return Identity(role, measurement, policy, attester, Verifier(policy))
+
+
+def release_public_key(tee: TeeSettings) -> bytes:
+    """The release signer's Ed25519 public key, pinned from the release directory.
+
+    In a real deployment this key is part of the measured image, so a host cannot swap it.
+    """
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    pem = (tee.data_dir / "keys" / "release.pub").read_bytes()
+    return load_pem_public_key(pem).public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def new_nonce() -> bytes:
+    return secrets.token_bytes(32)

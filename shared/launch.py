@@ -1,0 +1,95 @@
+"""Starts TwinTEE's processes under gunicorn and stops them cleanly: `python -m shared.launch`.
+
+`make run` uses it in the foreground (Ctrl-C stops everything); the end-to-end tests and the
+benchmark use `Stack` to run the real processes on loopback.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+APPS = {"node1": "node1.wsgi:app_from_env()", "node2": "node2.wsgi:app_from_env()"}
+PORT_VARS = {"node1": ("TWINTEE_NODE1_HOST", "TWINTEE_NODE1_PORT", 5002), "node2": ("TWINTEE_NODE2_HOST", "TWINTEE_NODE2_PORT", 5001)}
+
+
+def gunicorn_command(role: str, env: dict) -> list[str]:
+    """The exact command that serves one role (the Dockerfiles run the same)."""
+    host_var, port_var, port = PORT_VARS[role]
+    bind = f"{env.get(host_var, '127.0.0.1')}:{env.get(port_var, port)}"
+    # One worker: sessions and KV caches live in this process's memory. Threads serve concurrent clients.
+    return [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread", "--threads", "32",
+            "--bind", bind, "--timeout", "120", "--graceful-timeout", "5", APPS[role]]
+
+
+class Stack:
+    def __init__(self, env: dict | None = None, log_dir: Path | None = None):
+        self.env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def url(self, role: str) -> str:
+        host_var, port_var, port = PORT_VARS[role]
+        return f"http://{self.env.get(host_var, '127.0.0.1')}:{self.env.get(port_var, port)}"
+
+    def start(self, role: str) -> subprocess.Popen:
+        out = open(self.log_dir / f"{role}.log", "ab") if self.log_dir else None
+        self.procs[role] = subprocess.Popen(gunicorn_command(role, self.env), cwd=ROOT, env=self.env,
+                                            stdout=out, stderr=subprocess.STDOUT if out else None)
+        return self.procs[role]
+
+    def wait_healthy(self, role: str, timeout: float = 180.0) -> dict:
+        deadline, last = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            if self.procs[role].poll() is not None:
+                raise RuntimeError(f"{role} exited with code {self.procs[role].returncode}")
+            try:
+                r = requests.get(self.url(role) + "/health", timeout=5)
+                last = r.json()
+                if r.status_code == 200:
+                    return last
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{role} not healthy after {timeout:.0f}s: {last}")
+
+    def stop(self, role: str | None = None) -> None:
+        for name in [role] if role else list(self.procs)[::-1]:
+            proc = self.procs.pop(name, None)
+            if proc and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def main() -> None:
+    stack = Stack()
+    stopping = False
+
+    def _stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        stack.start("node2")
+        print(f"node2 starting on {stack.url('node2')}", flush=True)
+        stack.start("node1")
+        print(f"node1 starting on {stack.url('node1')} (web page and POST /generate); Ctrl-C stops both", flush=True)
+        while not stopping and all(p.poll() is None for p in stack.procs.values()):
+            time.sleep(0.5)
+    finally:
+        stack.stop()
+        print("stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()

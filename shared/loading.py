@@ -1,0 +1,82 @@
+"""Loads one node's part of the model from the release directory, and nothing of the other node's."""
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load
+
+from shared.config import ModelSettings
+from shared.model import Part
+from shared.spec import ModelSpec
+from shared.weights import build_part
+
+
+class ModelNotPrepared(FileNotFoundError):
+    """The release step has not written this node's files yet."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """What the release step wrote: the manifest body and the model's config."""
+
+    model_dir: Path
+    manifest: dict
+    config: dict
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.from_config(self.config)
+
+    @property
+    def split_layer(self) -> int:
+        return self.manifest["split_layer"]
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest["model_id"]
+
+    def layers_of(self, role: str) -> list[int]:
+        k, n = self.split_layer, self.spec.num_layers
+        return [0, k] if role == "node1" else [k, n]
+
+
+def read_release(data_dir: Path) -> Release:
+    model_dir = data_dir / "model"
+    try:
+        manifest = json.loads((model_dir / "manifest.json").read_bytes())["body"]
+        config = json.loads((model_dir / "config.json").read_bytes())
+    except FileNotFoundError:
+        raise ModelNotPrepared(f"no prepared model in {model_dir}: run `make prepare`") from None
+    return Release(model_dir, manifest, config)
+
+
+def shard_bytes(release: Release, role: str, open_shard=None) -> bytes:
+    """The role's plaintext shard, in memory. `open_shard(entry, path)` decrypts an encrypted one."""
+    entry = release.manifest["shards"][role]
+    path = release.model_dir / entry["file"]
+    if open_shard is not None:
+        return open_shard(entry, path)
+    return path.read_bytes()
+
+
+def load_part(release: Release, role: str, settings: ModelSettings, open_shard=None) -> tuple[Part, dict]:
+    """-> (Part, load stats). Only this role's shard is read; weights are fused as they are loaded."""
+    t0 = time.perf_counter()
+    state = st_load(shard_bytes(release, role, open_shard))
+    part = build_part(role, release.spec, release.split_layer, state, settings.torch_dtype, settings.max_positions)
+    if settings.device != "cpu":
+        part = _to_device(part, settings.device)
+    return part, {"load_s": round(time.perf_counter() - t0, 3), "weight_bytes": part.weight_bytes()}
+
+
+def _to_device(part: Part, device: str) -> Part:
+    for name, value in vars(part).items():
+        if isinstance(value, torch.Tensor):
+            setattr(part, name, value.to(device))
+    for layer in part.layers:
+        for name, value in vars(layer).items():
+            if isinstance(value, torch.Tensor):
+                setattr(layer, name, value.to(device))
+    return part

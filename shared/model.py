@@ -1,0 +1,144 @@
+"""A node's part of a Llama-family decoder as plain functions over tensors: the lean path.
+
+Weights are fused (q|k|v and gate|up) and pre-transposed at load so every projection is one
+`x @ W` on a contiguous matrix; all sequences of a step share those matmuls and only attention
+runs per sequence, against that sequence's preallocated cache.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from shared.kv import SessionCache
+from shared.spec import ModelSpec
+
+
+@dataclass
+class Layer:
+    ln1: torch.Tensor  # [D]
+    wqkv: torch.Tensor  # [D, (H + 2 Hkv) hd]
+    bqkv: torch.Tensor | None  # [(H + 2 Hkv) hd] (Qwen2 only)
+    wo: torch.Tensor  # [H hd, D]
+    ln2: torch.Tensor  # [D]
+    wgu: torch.Tensor  # [D, 2F]
+    wdown: torch.Tensor  # [F, D]
+
+
+@dataclass
+class Part:
+    """The weights one node owns: node1 has `embed`, node2 has `norm` and `head`."""
+
+    spec: ModelSpec
+    first_layer: int
+    layers: list[Layer]
+    embed: torch.Tensor | None  # [V, D]
+    norm: torch.Tensor | None  # [D]
+    head: torch.Tensor | None  # [D, V]
+    cos: torch.Tensor  # [P, hd]
+    sin: torch.Tensor  # [P, hd]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.layers[0].wqkv.dtype if self.layers else (self.embed if self.embed is not None else self.head).dtype
+
+    def weight_bytes(self) -> int:
+        tensors = [self.embed, self.norm, self.head] + [t for l in self.layers for t in vars(l).values()]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+@dataclass
+class Seq:
+    """One sequence's slice of a step: `n` new tokens written at positions [pos, pos + n)."""
+
+    cache: SessionCache
+    pos: int
+    n: int
+
+
+def rope_tables(spec: ModelSpec, positions: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    # Same float32 arithmetic as transformers' default rotary embedding, so angles match bit for bit.
+    inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, spec.head_dim, 2, dtype=torch.int64).float() / spec.head_dim))
+    freqs = torch.arange(positions, dtype=torch.float32)[:, None] * inv_freq[None, :]  # [P, hd/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [P, hd]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    # x: [N, D]; computed in float32 whatever the weights' dtype, as transformers does.
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return w * xf.to(x.dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: [N, h, hd]; cos, sin: [N, 1, hd]
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq: Seq, li: int, scale: float) -> torch.Tensor:
+    """q: [n, H, hd], k, v: [n, Hkv, hd] -> [n, H hd], after writing k, v into the cache."""
+    end = seq.pos + seq.n
+    seq.cache.k[li, :, seq.pos : end] = k.transpose(0, 1)
+    seq.cache.v[li, :, seq.pos : end] = v.transpose(0, 1)
+    keys = seq.cache.k[li, :, :end].unsqueeze(0)  # [1, Hkv, S, hd]
+    vals = seq.cache.v[li, :, :end].unsqueeze(0)
+    mask = None
+    if seq.n > 1:  # token i of this step sees cache positions [0, pos + i]
+        cols = torch.arange(end, device=q.device)
+        mask = cols[None, :] <= (seq.pos + torch.arange(seq.n, device=q.device))[:, None]  # [n, S]
+    out = F.scaled_dot_product_attention(
+        q.transpose(0, 1).unsqueeze(0), keys, vals, attn_mask=mask, scale=scale, enable_gqa=True
+    )  # [1, H, n, hd]
+    return out[0].transpose(0, 1).reshape(seq.n, -1)
+
+
+def layer_forward(x: torch.Tensor, layer: Layer, li: int, spec: ModelSpec, cos, sin, seqs: list[Seq]) -> torch.Tensor:
+    # x: [N, D], N = sum of the sequences' new tokens
+    n_tok, hd = x.shape[0], spec.head_dim
+    qkv = rms_norm(x, layer.ln1, spec.eps) @ layer.wqkv  # [N, (H + 2 Hkv) hd]
+    if layer.bqkv is not None:
+        qkv = qkv + layer.bqkv
+    q, k, v = qkv.split([spec.heads * hd, spec.kv_heads * hd, spec.kv_heads * hd], dim=-1)
+    q = apply_rope(q.view(n_tok, spec.heads, hd), cos, sin)
+    k = apply_rope(k.view(n_tok, spec.kv_heads, hd), cos, sin)
+    v = v.view(n_tok, spec.kv_heads, hd)
+    attn = torch.empty(n_tok, spec.heads * hd, dtype=x.dtype, device=x.device)
+    start = 0
+    for seq in seqs:
+        end = start + seq.n
+        attn[start:end] = attend(q[start:end], k[start:end], v[start:end], seq, li, hd**-0.5)
+        start = end
+    x = x + attn @ layer.wo
+    gate, up = (rms_norm(x, layer.ln2, spec.eps) @ layer.wgu).split(spec.intermediate, dim=-1)  # [N, F] each
+    return x + (F.silu(gate) * up) @ layer.wdown
+
+
+def positions_of(seqs: list[Seq]) -> torch.Tensor:
+    return torch.cat([torch.arange(s.pos, s.pos + s.n) for s in seqs])  # [N]
+
+
+@torch.inference_mode()
+def run_layers(part: Part, x: torch.Tensor, seqs: list[Seq]) -> torch.Tensor:
+    """x: [N, D] hidden states of all sequences' new tokens -> [N, D] after this node's layers."""
+    for seq in seqs:
+        seq.cache.check_room(seq.pos, seq.n)
+    pos = positions_of(seqs).to(x.device)
+    cos, sin = part.cos[pos].unsqueeze(1), part.sin[pos].unsqueeze(1)  # [N, 1, hd]
+    for li, layer in enumerate(part.layers):
+        x = layer_forward(x, layer, li, part.spec, cos, sin, seqs)
+    for seq in seqs:
+        seq.cache.length = seq.pos + seq.n
+    return x
+
+
+@torch.inference_mode()
+def embed(part: Part, ids: torch.Tensor) -> torch.Tensor:
+    return part.embed[ids]  # ids: [N] -> [N, D]
+
+
+@torch.inference_mode()
+def logits(part: Part, x: torch.Tensor) -> torch.Tensor:
+    # x: [B, D] (each sequence's last position) -> [B, V] in float32 for sampling
+    return (rms_norm(x, part.norm, part.spec.eps) @ part.head).float()

@@ -1,0 +1,105 @@
+"""The release step: converts a model once into node1's and node2's shards plus config and tokenizer.
+
+Run as `python -m shared.prepare [--source smollm2|DIR] [--split K] [--data-dir data]`.
+"""
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save as st_save
+from tqdm import tqdm
+
+from shared.source import DEFAULT_SOURCE, load_source
+from shared.spec import ModelSpec
+from shared.weights import ROLES, shard_keys
+
+
+class PrepareError(ValueError):
+    """The release step was asked for something impossible (e.g. a split point out of range)."""
+
+
+def canonical_json(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def split_point(spec: ModelSpec, split: int | None) -> int:
+    k = spec.num_layers // 2 if split is None else split
+    if not 0 < k < spec.num_layers:
+        raise PrepareError(f"split layer {k} must be between 1 and {spec.num_layers - 1}")
+    return k
+
+
+def role_tensors(state: dict, spec: ModelSpec, k: int, role: str) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for key in tqdm(shard_keys(role, spec, k), desc=f"{role} shard", unit="tensor"):
+        # lm_head is tied to the embedding in SmolLM2: node2 gets its own copy, never node1's file.
+        src = key if key in state or key != "lm_head.weight" else "model.embed_tokens.weight"
+        tensors[key] = state[src].to(torch.float32).contiguous().clone()
+    return tensors
+
+
+def tokenizer_digest(folder: Path) -> str:
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return sha256(b"".join(p.name.encode() + b"\0" + sha256(p.read_bytes()).encode() for p in files))
+
+
+def write_model_files(model, tokenizer, out: Path) -> tuple[dict, ModelSpec]:
+    cfg = model.config.to_dict()
+    cfg.pop("quantization_config", None)  # the shards are plain float32, whatever the source was
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_bytes(canonical_json(cfg))
+    tokenizer.save_pretrained(out / "tokenizer")
+    return cfg, ModelSpec.from_config(cfg)
+
+
+def prepare(source: str, data_dir: Path, split: int | None = None, version: int = 1, seal=None, loaded=None) -> dict:
+    """Writes data_dir/model/{config.json, tokenizer/, node{1,2} shards, manifest.json}; returns the manifest body.
+
+    `seal(role, data: bytes, out_dir) -> dict` stores one shard (encrypting it) and returns its
+    manifest entry; without it shards are written as plain safetensors (tests and dev only).
+    `loaded` is an already loaded (model, tokenizer, model_id), so tests convert without reloading.
+    """
+    model, tokenizer, model_id = loaded or load_source(source)
+    out = data_dir / "model"
+    cfg, spec = write_model_files(model, tokenizer, out)
+    k = split_point(spec, split)
+    state = model.state_dict()
+    shards = {}
+    for role in ROLES:
+        data = st_save(role_tensors(state, spec, k, role))
+        shards[role] = seal(role, data, out) if seal else _write_plain(role, data, out)
+        del data
+    body = {
+        "model_id": model_id, "version": version, "split_layer": k, "num_layers": spec.num_layers,
+        "config_sha256": sha256(canonical_json(cfg)), "tokenizer_sha256": tokenizer_digest(out / "tokenizer"),
+        "created_at": int(time.time()), "shards": shards,
+    }
+    return body
+
+
+def _write_plain(role: str, data: bytes, out: Path) -> dict:
+    name = f"{role}.safetensors"
+    (out / name).write_bytes(data)
+    return {"file": name, "plaintext_sha256": sha256(data), "size": len(data)}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--source", default=DEFAULT_SOURCE)
+    ap.add_argument("--split", type=int, default=None)
+    ap.add_argument("--data-dir", type=Path, default=Path("data"))
+    args = ap.parse_args(argv)
+    body = prepare(args.source, args.data_dir, args.split)
+    (args.data_dir / "model" / "manifest.json").write_bytes(canonical_json({"body": body}))
+    print(json.dumps({"model_id": body["model_id"], "split_layer": body["split_layer"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Turns one node's shard (a state dict in transformers' names) into the fused, pre-transposed Part."""
+import torch
+
+from shared.model import Layer, Part, rope_tables
+from shared.spec import ModelSpec
+
+ROLES = ("node1", "node2")
+
+
+class ShardMismatch(ValueError):
+    """A shard lacks a tensor its role needs, or holds one that belongs to the other node."""
+
+
+def layer_range(role: str, spec: ModelSpec, split_layer: int) -> range:
+    return range(0, split_layer) if role == "node1" else range(split_layer, spec.num_layers)
+
+
+def shard_keys(role: str, spec: ModelSpec, split_layer: int) -> list[str]:
+    """The exact tensor names a role's shard holds (transformers' names, global layer indices)."""
+    per_layer = ["input_layernorm", "post_attention_layernorm"]
+    per_layer += [f"self_attn.{p}_proj" for p in "qkvo"] + [f"mlp.{p}_proj" for p in ("gate", "up", "down")]
+    keys = []
+    for i in layer_range(role, spec, split_layer):
+        keys += [f"model.layers.{i}.{name}.weight" for name in per_layer]
+        if spec.attention_bias:
+            keys += [f"model.layers.{i}.self_attn.{p}_proj.bias" for p in "qkv"]
+    keys += ["model.embed_tokens.weight"] if role == "node1" else ["model.norm.weight", "lm_head.weight"]
+    return keys
+
+
+def _take(sd: dict, key: str, dtype: torch.dtype) -> torch.Tensor:
+    return sd.pop(key).to(dtype)
+
+
+def fuse_layer(sd: dict, i: int, dtype: torch.dtype) -> Layer:
+    p = f"model.layers.{i}."
+    qkv = [_take(sd, f"{p}self_attn.{n}_proj.weight", dtype) for n in "qkv"]
+    has_bias = f"{p}self_attn.q_proj.bias" in sd
+    bias = torch.cat([_take(sd, f"{p}self_attn.{n}_proj.bias", dtype) for n in "qkv"]) if has_bias else None
+    gate_up = [_take(sd, f"{p}mlp.{n}_proj.weight", dtype) for n in ("gate", "up")]
+    return Layer(
+        ln1=_take(sd, f"{p}input_layernorm.weight", dtype),
+        wqkv=torch.cat(qkv).t().contiguous(),  # [D, (H + 2 Hkv) hd]
+        bqkv=bias,
+        wo=_take(sd, f"{p}self_attn.o_proj.weight", dtype).t().contiguous(),
+        ln2=_take(sd, f"{p}post_attention_layernorm.weight", dtype),
+        wgu=torch.cat(gate_up).t().contiguous(),  # [D, 2F]
+        wdown=_take(sd, f"{p}mlp.down_proj.weight", dtype).t().contiguous(),
+    )
+
+
+def build_part(role: str, spec: ModelSpec, split_layer: int, sd: dict, dtype: torch.dtype, max_positions: int) -> Part:
+    """Consumes `sd` (tensors are popped as they are fused, so peak memory stays near one copy)."""
+    expected = set(shard_keys(role, spec, split_layer))
+    if set(sd) != expected:
+        missing, extra = sorted(expected - set(sd))[:3], sorted(set(sd) - expected)[:3]
+        raise ShardMismatch(f"{role} shard does not match its role: missing {missing}, unexpected {extra}")
+    layers = [fuse_layer(sd, i, dtype) for i in layer_range(role, spec, split_layer)]
+    cos, sin = rope_tables(spec, max_positions, dtype)
+    is_head = role == "node2"
+    return Part(
+        spec=spec,
+        first_layer=0 if role == "node1" else split_layer,
+        layers=layers,
+        embed=None if is_head else _take(sd, "model.embed_tokens.weight", dtype),
+        norm=_take(sd, "model.norm.weight", dtype) if is_head else None,
+        head=_take(sd, "lm_head.weight", dtype).t().contiguous() if is_head else None,  # [D, V]
+        cos=cos,
+        sin=sin,
+    )

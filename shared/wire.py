@@ -1,0 +1,150 @@
+"""The wire format between node1 and node2: one frame = routing header + body, tensors as safetensors.
+
+A frame is `MAGIC | u32 header length | header JSON | body`. The header is canonical JSON (sorted
+keys, no spaces) so that the exact bytes can serve as AEAD associated data. Tensors travel as
+safetensors bytes: never pickle, never JSON float lists.
+"""
+import json
+import struct
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+MAGIC = b"TT01"
+MAX_HEADER_BYTES = 64 * 1024
+CONTENT_TYPE = "application/x-twintee-frame"
+
+
+class WireError(ValueError):
+    """A frame or tensor payload from the peer is malformed."""
+
+
+def canonical(header: dict) -> bytes:
+    """The one byte encoding of a header: what is sent and what is authenticated."""
+    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+
+
+def encode_frame(header: dict, body: bytes) -> bytes:
+    head = canonical(header)
+    return MAGIC + struct.pack(">I", len(head)) + head + body
+
+
+def decode_frame(frame: bytes) -> tuple[dict, bytes, bytes]:
+    """-> (header, header bytes as sent, body). The raw header bytes are the associated data."""
+    if len(frame) < 8 or frame[:4] != MAGIC:
+        raise WireError("not a TwinTEE frame (bad magic or too short)")
+    (n,) = struct.unpack(">I", frame[4:8])
+    if n > MAX_HEADER_BYTES or 8 + n > len(frame):
+        raise WireError("frame header length out of range")
+    raw = frame[8 : 8 + n]
+    try:
+        header = json.loads(raw)
+    except ValueError as e:
+        raise WireError("frame header is not JSON") from e
+    if not isinstance(header, dict) or canonical(header) != raw:
+        raise WireError("frame header is not canonical JSON")
+    return header, raw, frame[8 + n :]
+
+
+def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    return st_save({k: v.contiguous() for k, v in tensors.items()})
+
+
+def bytes_to_tensors(data: bytes) -> dict[str, torch.Tensor]:
+    try:
+        return st_load(data)
+    except Exception as e:  # safetensors raises its own error types for malformed input
+        raise WireError("tensor payload is not valid safetensors") from e
+
+
+# --- Messages: what node1 and node2 say to each other inside frames -------------------------
+#
+# step   node1 -> node2  header: sessions [{id, step, pos, n}], close [ids], dtype, shape
+#                        body:   safetensors {"hidden": [N, D]}, metadata {"open": {id: params}}
+# tokens node2 -> node1  header: sessions [{id, step, ok}]
+#                        body:   safetensors {"ids": [B] int64}, metadata {"errors": {id: message}}
+# Session ids are random 128-bit hex; sampling parameters ride in the (sealed) body, not the header.
+
+MAX_SESSIONS_PER_FRAME = 256
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def _is_hex_id(s) -> bool:
+    return isinstance(s, str) and len(s) == 32 and all(c in "0123456789abcdef" for c in s)
+
+
+def _nonneg_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def step_message(entries: list[dict], hidden: torch.Tensor, opens: dict, close: list[str]) -> tuple[dict, bytes]:
+    header = {"type": "step", "sessions": entries, "close": close,
+              "dtype": DTYPE_NAMES[hidden.dtype], "shape": list(hidden.shape)}
+    body = st_save({"hidden": hidden.contiguous()}, metadata={"open": json.dumps(opens)})
+    return header, body
+
+
+def parse_step(header: dict, body: bytes) -> tuple[list[dict], torch.Tensor, dict, list[str]]:
+    """Validates a step frame from the peer; raises WireError naming what is wrong."""
+    entries, close = header.get("sessions"), header.get("close", [])
+    if not isinstance(entries, list) or not isinstance(close, list) or len(entries) > MAX_SESSIONS_PER_FRAME:
+        raise WireError("step frame needs a list of sessions and a list of closes")
+    for e in entries:
+        if not (isinstance(e, dict) and _is_hex_id(e.get("id")) and all(_nonneg_int(e.get(k)) for k in ("step", "pos", "n"))):
+            raise WireError("step entry needs id (32 hex), step, pos and n (non-negative integers)")
+        if e["n"] == 0:
+            raise WireError("step entry with no tokens")
+    if not all(_is_hex_id(c) for c in close):
+        raise WireError("close list holds a malformed session id")
+    if not entries:
+        return entries, torch.empty(0), {}, close
+    hidden, meta = _load_with_meta(body, "hidden")
+    if DTYPE_NAMES.get(hidden.dtype) != header.get("dtype") or list(hidden.shape) != header.get("shape"):
+        raise WireError("hidden tensor's dtype or shape differs from the header")
+    if hidden.dim() != 2 or hidden.shape[0] != sum(e["n"] for e in entries):
+        raise WireError("hidden tensor rows do not add up to the sessions' token counts")
+    try:
+        opens = json.loads(meta.get("open", "{}"))
+    except ValueError as exc:
+        raise WireError("open metadata is not JSON") from exc
+    if not isinstance(opens, dict):
+        raise WireError("open metadata is not an object")
+    return entries, hidden, opens, close
+
+
+def tokens_message(results: list[dict], ids: list[int], errors: dict[str, str]) -> tuple[dict, bytes]:
+    header = {"type": "tokens", "sessions": results}
+    body = st_save({"ids": torch.tensor(ids, dtype=torch.int64)}, metadata={"errors": json.dumps(errors)})
+    return header, body
+
+
+def parse_tokens(header: dict, body: bytes) -> tuple[list[dict], list[int], dict[str, str]]:
+    results = header.get("sessions")
+    if header.get("type") != "tokens" or not isinstance(results, list):
+        raise WireError("expected a tokens frame")
+    ids, meta = _load_with_meta(body, "ids")
+    if ids.dtype != torch.int64 or ids.dim() != 1 or ids.shape[0] != len(results):
+        raise WireError("token ids do not match the sessions in the header")
+    try:
+        errors = json.loads(meta.get("errors", "{}"))
+    except ValueError as exc:
+        raise WireError("errors metadata is not JSON") from exc
+    return results, ids.tolist(), errors
+
+
+def _load_with_meta(body: bytes, name: str) -> tuple[torch.Tensor, dict]:
+    tensors = bytes_to_tensors(body)
+    if set(tensors) != {name}:
+        raise WireError(f"payload must hold exactly the tensor {name!r}")
+    try:
+        meta = _safetensors_metadata(body)
+    except Exception as exc:
+        raise WireError("payload metadata is unreadable") from exc
+    return tensors[name], meta
+
+
+def _safetensors_metadata(body: bytes) -> dict:
+    # safetensors layout: u64 little-endian header size, then the JSON header with "__metadata__".
+    (n,) = struct.unpack("<Q", body[:8])
+    return json.loads(body[8 : 8 + n]).get("__metadata__", {}) or {}

@@ -1,0 +1,44 @@
+"""Shared fixtures: the real SmolLM2 model (loaded once), a prepared release, and small helpers."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.source import DEFAULT_SOURCE, load_source
+
+ROOT = Path(__file__).resolve().parents[1]
+TEE_SAMPLES = ROOT.parent / "shared" / "tee-samples"
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """(model, tokenizer, model_id): the unsplit reference, dequantized from the packaged GGUF."""
+    torch.manual_seed(0)
+    return load_source(DEFAULT_SOURCE)
+
+
+@pytest.fixture(scope="session")
+def release_dir(tmp_path_factory, smollm) -> Path:
+    """A data directory holding a full release of SmolLM2 (shards, manifest, policy)."""
+    from shared.prepare import release
+
+    data = tmp_path_factory.mktemp("release")
+    release(DEFAULT_SOURCE, data, loaded=smollm)
+    return data
+
+
+def chat_ids(tokenizer, messages) -> list[int]:
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    return list(out["input_ids"])
+
+
+def hf_greedy(model, ids: list[int], max_new_tokens: int) -> list[int]:
+    """transformers' own generate() on the unsplit model: the reference every path must equal."""
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False)
+    return out[0, len(ids) :].tolist()
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())

@@ -1,0 +1,345 @@
+"""Tests for attestation/broker: key release through Flask's test client with a fake appraiser."""
+import dataclasses
+import os
+import threading
+from urllib.parse import urlsplit
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from attestation.binding import report_data
+from attestation.broker.app import create_app
+from attestation.broker.audit import verify_chain
+from attestation.broker.client import KeyReleaseError, fetch_shard_key
+from attestation.broker.config import BrokerConfig, ConfigError
+from attestation.broker.kms import MasterKey, derive_shard_key, load_master_key
+from attestation.broker.wrap import WrapError, unwrap_key, wrap_key
+from attestation.errors import AttestationError
+from shared.manifest import (canonical, key_id, manifest_path, raw_public_key, sign_manifest,
+                             write_manifest)
+
+MODEL, VERSION = "smollm2-135m", 3
+MASTER = MasterKey(os.urandom(32))
+OWNER = Ed25519PrivateKey.generate()
+# The fake "hardware": one Ed25519 key signs evidence claims; reference measurements per role.
+HW_ROOT = Ed25519PrivateKey.generate()
+REFERENCE = {"node1": "11" * 32, "node2": "22" * 32}
+
+
+def make_evidence(measurement: str, rd: bytes, signer=HW_ROOT) -> dict:
+    claims = {"measurement": measurement, "report_data": rd.hex()}
+    return {"claims": claims, "signature": signer.sign(canonical(claims)).hex()}
+
+
+def fake_appraise(evidence: dict, expected_role: str, expected_report_data: bytes) -> dict:
+    claims = evidence.get("claims")
+    try:
+        HW_ROOT.public_key().verify(bytes.fromhex(evidence["signature"]), canonical(claims))
+    except (InvalidSignature, KeyError, TypeError, ValueError):
+        raise AttestationError("signature", "evidence signature does not verify") from None
+    if claims.get("measurement") != REFERENCE[expected_role]:
+        raise AttestationError("measurement", f"not the reference measurement of {expected_role}")
+    if claims.get("report_data") != expected_report_data.hex():
+        raise AttestationError("report_data", "evidence is not bound to this key and nonce")
+    return {"measurement": claims["measurement"], "role": expected_role}
+
+
+def make_body(version: int, model_id: str) -> dict:
+    def shard(role):
+        return {"file": f"{role}.shard", "plaintext_sha256": "a" * 64,
+                "ciphertext_sha256": "b" * 64, "size": 1, "key_id": key_id(model_id, version, role)}
+    return {"model_id": model_id, "version": version, "split_layer": 15, "num_layers": 30,
+            "config_sha256": "c" * 64, "tokenizer_sha256": "d" * 64, "created_at": "2025-01-01",
+            "shards": {role: shard(role) for role in ("node1", "node2")}}
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def config(tmp_path):
+    (tmp_path / "owner.pub").write_bytes(raw_public_key(OWNER.public_key()))
+    doc = sign_manifest(make_body(VERSION, MODEL), OWNER)
+    write_manifest(manifest_path(tmp_path / "data"), doc)
+    return BrokerConfig(audit_log=tmp_path / "audit" / "broker.jsonl", data_dir=tmp_path / "data",
+                        release_public_key=tmp_path / "owner.pub", master_key_hex="00" * 32)
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def client(config, clock):
+    app = create_app(config, appraise=fake_appraise, min_version_for=lambda m: 2,
+                     master_key=MASTER, clock=clock)
+    return app.test_client()
+
+
+class FlaskSession:
+    """Lets the real client code talk to Flask's test client (a requests.Session look-alike)."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def post(self, url, json, timeout):
+        resp = self.client.post(urlsplit(url).path, json=json)
+        resp.json = resp.get_json  # requests' spelling
+        return resp
+
+
+def node_attester(measurement: str):
+    return lambda rd: make_evidence(measurement, rd)
+
+
+def ask(client, role="node1", measurement=REFERENCE["node1"], version=VERSION, nonce=None,
+        evidence_nonce=None):
+    """One POST /key as a node would send it; returns (response, the node's private key)."""
+    private = X25519PrivateKey.generate()
+    pub = raw_public_key(private.public_key())
+    nonce = nonce or bytes.fromhex(client.post("/nonce").get_json()["nonce"])
+    evidence = make_evidence(measurement, report_data(pub, evidence_nonce or nonce))
+    resp = client.post("/key", json={"role": role, "model_id": MODEL, "version": version,
+                                     "public_key": pub.hex(), "nonce": nonce.hex(),
+                                     "evidence": evidence})
+    return resp, private
+
+
+def audit_entries(config):
+    ok, entries, _ = verify_chain(config.audit_log)
+    assert ok
+    return entries
+
+
+def assert_refused(config, resp, status, check):
+    assert resp.status_code == status
+    body = resp.get_json()
+    assert set(body) == {"error"} and "wrapped" not in body
+    last = audit_entries(config)[-1]
+    assert last["verdict"] == "refused" and last["reason"].startswith(f"{check}:")
+    return body["error"]
+
+
+def test_release_through_client_yields_derived_key(client, config):
+    for role in ("node1", "node2"):
+        kid, key = fetch_shard_key("http://broker", role=role, model_id=MODEL, version=VERSION,
+                                   attester=node_attester(REFERENCE[role]),
+                                   session=FlaskSession(client))
+        assert kid == key_id(MODEL, VERSION, role)
+        assert key == derive_shard_key(MASTER, MODEL, VERSION, role)
+    entries = audit_entries(config)
+    assert [e["verdict"] for e in entries] == ["released", "released"]
+    assert entries[1]["who"]["measurement"] == REFERENCE["node2"]
+    assert entries[1]["what"] == {"model_id": MODEL, "version": VERSION, "role": "node2",
+                                  "key_id": key_id(MODEL, VERSION, "node2")}
+    text = config.audit_log.read_text()
+    for role in ("node1", "node2"):
+        assert derive_shard_key(MASTER, MODEL, VERSION, role).hex() not in text
+
+
+def test_answer_carries_only_wrapped_key(client):
+    resp, private = ask(client)
+    assert resp.status_code == 200
+    body = resp.get_json()
+    key = derive_shard_key(MASTER, MODEL, VERSION, "node1")
+    assert key.hex() not in resp.get_data(as_text=True)
+    assert unwrap_key(body["wrapped"], private, model_id=MODEL, version=VERSION, role="node1",
+                      key_id=body["key_id"]) == key
+
+
+def test_wrong_measurement(client, config):
+    resp, _ = ask(client, measurement="33" * 32)
+    assert "measurement" in assert_refused(config, resp, 403, "measurement")
+
+
+def test_node1_evidence_cannot_fetch_node2_key(client, config):
+    resp, _ = ask(client, role="node2", measurement=REFERENCE["node1"])
+    assert_refused(config, resp, 403, "measurement")
+
+
+def test_stale_evidence_bound_to_an_old_nonce(client, config):
+    old = bytes.fromhex(client.post("/nonce").get_json()["nonce"])
+    resp, _ = ask(client, evidence_nonce=old)
+    assert_refused(config, resp, 403, "report_data")
+
+
+def test_evidence_signed_by_someone_else(client, config):
+    private = X25519PrivateKey.generate()
+    pub = raw_public_key(private.public_key())
+    nonce = bytes.fromhex(client.post("/nonce").get_json()["nonce"])
+    forged = make_evidence(REFERENCE["node1"], report_data(pub, nonce),
+                           signer=Ed25519PrivateKey.generate())
+    resp = client.post("/key", json={"role": "node1", "model_id": MODEL, "version": VERSION,
+                                     "public_key": pub.hex(), "nonce": nonce.hex(),
+                                     "evidence": forged})
+    assert_refused(config, resp, 403, "signature")
+
+
+def test_replayed_nonce(client, config):
+    first, _ = ask(client)
+    assert first.status_code == 200
+    nonce = bytes.fromhex(client.post("/nonce").get_json()["nonce"])
+    ask(client, nonce=nonce)
+    resp, _ = ask(client, nonce=nonce)
+    assert "already used" in assert_refused(config, resp, 403, "nonce")
+
+
+def test_nonce_used_up_even_by_a_refused_request(client, config):
+    nonce = bytes.fromhex(client.post("/nonce").get_json()["nonce"])
+    ask(client, nonce=nonce, measurement="33" * 32)
+    resp, _ = ask(client, nonce=nonce)
+    assert_refused(config, resp, 403, "nonce")
+
+
+def test_unknown_nonce(client, config):
+    resp, _ = ask(client, nonce=os.urandom(32))
+    assert "not issued" in assert_refused(config, resp, 403, "nonce")
+
+
+def test_expired_nonce(client, config, clock):
+    nonce = bytes.fromhex(client.post("/nonce").get_json()["nonce"])
+    clock.now += config.nonce_ttl_seconds + 1
+    resp, _ = ask(client, nonce=nonce)
+    assert "older than" in assert_refused(config, resp, 403, "nonce")
+
+
+def test_version_below_minimum(client, config):
+    resp, _ = ask(client, version=1)
+    assert "minimum" in assert_refused(config, resp, 403, "rollback")
+
+
+def test_version_not_released(client, config):
+    resp, _ = ask(client, version=4)
+    assert "not released" in assert_refused(config, resp, 404, "version")
+
+
+@pytest.mark.parametrize("payload", [
+    None, [], {"role": "node3"},
+    {"role": "node1", "model_id": MODEL, "version": VERSION, "public_key": "zz", "nonce": "00",
+     "evidence": {}},
+])
+def test_malformed_request(client, config, payload):
+    resp = client.post("/key", json=payload) if payload is not None else client.post("/key")
+    assert_refused(config, resp, 400, "request")
+
+
+def test_low_order_public_key(client, config):
+    nonce = bytes.fromhex(client.post("/nonce").get_json()["nonce"])
+    pub = bytes(32)
+    resp = client.post("/key", json={
+        "role": "node1", "model_id": MODEL, "version": VERSION, "public_key": pub.hex(),
+        "nonce": nonce.hex(),
+        "evidence": make_evidence(REFERENCE["node1"], report_data(pub, nonce))})
+    assert_refused(config, resp, 400, "public_key")
+
+
+def test_broken_manifest_refuses(client, config):
+    manifest_path(config.data_dir).write_text("{}")
+    resp, _ = ask(client)
+    assert_refused(config, resp, 503, "manifest")
+
+
+def test_unwritable_audit_log_releases_nothing(config, clock, tmp_path):
+    blocked = BrokerConfig(audit_log=tmp_path / "dir-not-file", data_dir=config.data_dir,
+                           release_public_key=config.release_public_key, master_key_hex="00" * 32)
+    blocked.audit_log.mkdir()
+    app = create_app(blocked, appraise=fake_appraise, min_version_for=lambda m: 0, clock=clock)
+    resp, _ = ask(app.test_client())
+    assert resp.status_code == 503 and "wrapped" not in resp.get_json()
+
+
+def test_health_nonce_and_json_errors(client):
+    assert client.get("/health").get_json() == {"status": "ok"}
+    nonces = {client.post("/nonce").get_json()["nonce"] for _ in range(3)}
+    assert len(nonces) == 3 and all(len(n) == 64 for n in nonces)
+    assert client.get("/nope").status_code == 404 and "error" in client.get("/nope").get_json()
+    assert client.get("/key").status_code == 405
+
+
+def test_nonce_store_is_bounded(config, clock):
+    small = dataclasses.replace(config, max_nonces=2)
+    app = create_app(small, appraise=fake_appraise, min_version_for=lambda m: 0, clock=clock)
+    c = app.test_client()
+    assert [c.post("/nonce").status_code for _ in range(3)] == [200, 200, 503]
+    clock.now += small.nonce_ttl_seconds + 1  # expired nonces make room again
+    assert c.post("/nonce").status_code == 200
+
+
+def test_client_raises_with_broker_message(client):
+    with pytest.raises(KeyReleaseError, match="measurement") as e:
+        fetch_shard_key("http://broker", role="node2", model_id=MODEL, version=VERSION,
+                        attester=node_attester(REFERENCE["node1"]), session=FlaskSession(client))
+    assert e.value.status == 403
+
+
+def test_client_over_real_http(config, clock):
+    from werkzeug.serving import make_server
+    app = create_app(config, appraise=fake_appraise, min_version_for=lambda m: 0, master_key=MASTER)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        _, key = fetch_shard_key(url, role="node1", model_id=MODEL, version=VERSION,
+                                 attester=node_attester(REFERENCE["node1"]))
+        assert key == derive_shard_key(MASTER, MODEL, VERSION, "node1")
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(KeyReleaseError, match="unreachable"):
+        fetch_shard_key(url, role="node1", model_id=MODEL, version=VERSION,
+                        attester=node_attester(REFERENCE["node1"]), timeout=2)
+
+
+BINDING = {"model_id": MODEL, "version": VERSION, "role": "node1",
+           "key_id": "smollm2-135m:v3:node1"}
+
+
+def test_hpke_wrap_round_trip_and_wrong_recipient():
+    recipient, secret = X25519PrivateKey.generate(), os.urandom(32)
+    wrapped = wrap_key(secret, raw_public_key(recipient.public_key()), **BINDING)
+    assert unwrap_key(wrapped, recipient, **BINDING) == secret
+    with pytest.raises(WrapError, match="wrong recipient"):
+        unwrap_key(wrapped, X25519PrivateKey.generate(), **BINDING)
+
+
+@pytest.mark.parametrize("field, value", [("role", "node2"), ("version", 4), ("key_id", "x"),
+                                          ("model_id", "other")])
+def test_hpke_binding_mismatch_fails(field, value):
+    recipient = X25519PrivateKey.generate()
+    wrapped = wrap_key(os.urandom(32), raw_public_key(recipient.public_key()), **BINDING)
+    with pytest.raises(WrapError):
+        unwrap_key(wrapped, recipient, **{**BINDING, field: value})
+
+
+def test_kms_derivation_separates_fields_and_hides_master(tmp_path):
+    keys = {derive_shard_key(MASTER, m, v, r) for m, v, r in
+            [(MODEL, 3, "node1"), (MODEL, 3, "node2"), (MODEL, 4, "node1"), ("other", 3, "node1")]}
+    assert len(keys) == 4 and all(len(k) == 32 for k in keys)
+    assert derive_shard_key(MASTER, MODEL, 3, "node1") in keys  # deterministic
+    secret = os.urandom(32)
+    (tmp_path / "mk").write_bytes(secret)
+    from_file = load_master_key(path=tmp_path / "mk")
+    from_hex = load_master_key(hex_value=secret.hex())
+    assert derive_shard_key(from_file, MODEL, 3, "node1") == derive_shard_key(
+        from_hex, MODEL, 3, "node1")
+    assert secret.hex() not in repr(from_file) + str(from_hex)
+
+
+def test_config_from_env(tmp_path):
+    env = {"TWINTEE_BROKER_AUDIT_LOG": "a.jsonl", "TWINTEE_BROKER_DATA_DIR": "data",
+           "TWINTEE_BROKER_RELEASE_PUBLIC_KEY": "owner.pub", "TWINTEE_BROKER_MASTER_KEY": "ab" * 32,
+           "TWINTEE_BROKER_PORT": "9000"}
+    cfg = BrokerConfig.from_env(env)
+    assert cfg.port == 9000 and cfg.data_dir.name == "data" and "ab" * 32 not in repr(cfg)
+    for broken in [{"TWINTEE_BROKER_PORT": "0"}, {"TWINTEE_BROKER_PORT": "x"},
+                   {"TWINTEE_BROKER_MASTER_KEY_FILE": "mk"}, {"TWINTEE_BROKER_DATA_DIR": ""}]:
+        with pytest.raises(ConfigError):
+            BrokerConfig.from_env({**env, **broken})

@@ -1,0 +1,329 @@
+"""Tests for the attested handshake, with a small Ed25519 fake standing in for real attestation."""
+import json
+import time
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from attestation.binding import report_data
+from attestation.errors import AttestationError
+from shared.channel import SealedChannel
+from shared.handshake import VERSION, HandshakeError, Initiator, Responder
+
+GOOD = "a" * 64  # the measurement the appraiser trusts
+MAX_AGE_S = 60
+
+
+class FakePlatform:
+    """Signs (role, measurement, report_data, issued_at) with Ed25519, like a tiny quoting enclave."""
+
+    def __init__(self, key: Ed25519PrivateKey):
+        self.key = key
+
+    def attester(self, role: str, measurement: str = GOOD, issued_at: float | None = None):
+        calls = []
+
+        def attest(report_data: bytes) -> dict:
+            calls.append(report_data)
+            claims = {"role": role, "measurement": measurement, "report_data": report_data.hex(),
+                      "issued_at": time.time() if issued_at is None else issued_at}
+            signature = self.key.sign(json.dumps(claims, sort_keys=True).encode())
+            return {**claims, "signature": signature.hex()}
+
+        attest.calls = calls
+        return attest
+
+
+def make_appraiser(trusted: Ed25519PrivateKey):
+    public = trusted.public_key()
+
+    def appraise(evidence: dict, expected_role: str, expected_report_data: bytes) -> dict:
+        claims = {k: evidence.get(k) for k in ("role", "measurement", "report_data", "issued_at")}
+        try:
+            public.verify(bytes.fromhex(evidence["signature"]), json.dumps(claims, sort_keys=True).encode())
+        except (InvalidSignature, KeyError, ValueError) as exc:
+            raise AttestationError("signature", "evidence signature does not verify") from exc
+        if claims["role"] != expected_role:
+            raise AttestationError("role", "evidence is for another role")
+        if claims["measurement"] != GOOD:
+            raise AttestationError("measurement", "unexpected measurement")
+        if claims["report_data"] != expected_report_data.hex():
+            raise AttestationError("report_data", "evidence does not bind this key and nonce")
+        if time.time() - claims["issued_at"] > MAX_AGE_S:
+            raise AttestationError("freshness", "evidence is stale")
+        return {"ok": True, "role": claims["role"], "measurement": claims["measurement"]}
+
+    return appraise
+
+
+@pytest.fixture
+def trusted():
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def appraise(trusted):
+    return make_appraiser(trusted)
+
+
+@pytest.fixture
+def platform(trusted):
+    return FakePlatform(trusted)
+
+
+def make_pair(platform, appraise, *, node1_attester=None, node2_attester=None, **responder_kw):
+    initiator = Initiator("node1", "node2", node1_attester or platform.attester("node1"), appraise)
+    responder = Responder("node2", "node1", node2_attester or platform.attester("node2"), appraise,
+                          **responder_kw)
+    return initiator, responder
+
+
+def run(initiator, responder):
+    m2 = responder.respond(initiator.hello())
+    m3, keys_i = initiator.finish(m2)
+    return keys_i, responder.finish(m3)
+
+
+# --- Success ---------------------------------------------------------------------------------
+
+
+def test_both_sides_derive_identical_keys(platform, appraise):
+    keys_i, keys_r = run(*make_pair(platform, appraise))
+    assert keys_i.channel_id == keys_r.channel_id and len(keys_i.channel_id) == 16
+    assert keys_i.i2r_key == keys_r.i2r_key and keys_i.r2i_key == keys_r.r2i_key
+    assert keys_i.i2r_key != keys_i.r2i_key and len(keys_i.i2r_key) == 32
+    assert keys_i.peer_verdict["role"] == "node2" and keys_r.peer_verdict["role"] == "node1"
+
+
+def test_keys_are_fresh_per_handshake(platform, appraise):
+    first, _ = run(*make_pair(platform, appraise))
+    second, _ = run(*make_pair(platform, appraise))
+    assert first.channel_id != second.channel_id and first.i2r_key != second.i2r_key
+
+
+def test_keys_are_kept_out_of_repr(platform, appraise):
+    keys, _ = run(*make_pair(platform, appraise))
+    assert keys.i2r_key.hex() not in repr(keys) and keys.r2i_key.hex() not in repr(keys)
+
+
+def test_derived_keys_interoperate_in_both_directions(platform, appraise):
+    keys_i, keys_r = run(*make_pair(platform, appraise))
+    node1, node2 = SealedChannel(keys_i, "initiator"), SealedChannel(keys_r, "responder")
+    assert node2.open(node1.seal({"type": "step"}, b"hidden"))[1] == b"hidden"
+    assert node1.open(node2.seal({"type": "tokens"}, b"ids"))[1] == b"ids"
+
+
+def test_keys_bind_the_whole_transcript(monkeypatch, platform, appraise):
+    # With the DH keys and nonces pinned, only the evidence's timestamp differs between runs:
+    # the keys must follow it, because the HKDF salt hashes the whole transcript.
+    from shared import handshake
+
+    class PinnedKeys:
+        generate = staticmethod(lambda: X25519PrivateKey.from_private_bytes(bytes([7]) * 32))
+
+    class PinnedRandom:
+        token_bytes = staticmethod(lambda n: bytes([9]) * n)
+        token_hex = staticmethod(lambda n: "09" * n)
+
+    monkeypatch.setattr(handshake, "X25519PrivateKey", PinnedKeys)
+    monkeypatch.setattr(handshake, "secrets", PinnedRandom)
+    now = time.time()
+
+    def keys_with_evidence_time(issued_at):
+        pair = make_pair(platform, appraise, node1_attester=platform.attester("node1", issued_at=now),
+                         node2_attester=platform.attester("node2", issued_at=issued_at))
+        return run(*pair)[0]
+
+    same, again, other = (keys_with_evidence_time(t) for t in (now, now, now + 1))
+    assert same.i2r_key == again.i2r_key and same.channel_id == again.channel_id
+    assert other.i2r_key != same.i2r_key and other.channel_id != same.channel_id
+
+
+# --- Evidence refused: at the initiator (bad m2) and at the responder (bad m3) ---------------
+
+
+def bad_attesters(platform, role):
+    stranger = FakePlatform(Ed25519PrivateKey.generate())
+    return {
+        "signature": stranger.attester(role),  # forged: signed by a key the appraiser does not trust
+        "role": platform.attester("node3" if role == "node2" else "node2"),
+        "measurement": platform.attester(role, measurement="b" * 64),
+        "freshness": platform.attester(role, issued_at=time.time() - 10 * MAX_AGE_S),
+    }
+
+
+@pytest.mark.parametrize("failure", ["signature", "role", "measurement", "freshness"])
+def test_initiator_refuses_bad_responder_evidence(platform, appraise, failure):
+    node1_attester = platform.attester("node1")
+    initiator, responder = make_pair(platform, appraise, node1_attester=node1_attester,
+                                     node2_attester=bad_attesters(platform, "node2")[failure])
+    m2 = responder.respond(initiator.hello())
+    with pytest.raises(HandshakeError) as err:
+        initiator.finish(m2)
+    assert err.value.check == failure and isinstance(err.value, AttestationError)
+    assert node1_attester.calls == []  # node1 never attested itself to an unverified peer
+    with pytest.raises(HandshakeError):
+        initiator.finish(m2)  # and the attempt cannot be retried into keys
+
+
+@pytest.mark.parametrize("failure", ["signature", "role", "measurement", "freshness"])
+def test_responder_refuses_bad_initiator_evidence(platform, appraise, failure):
+    initiator, responder = make_pair(platform, appraise,
+                                     node1_attester=bad_attesters(platform, "node1")[failure])
+    m3, _ = initiator.finish(responder.respond(initiator.hello()))
+    with pytest.raises(HandshakeError) as err:
+        responder.finish(m3)
+    assert err.value.check == failure
+    assert responder.pending_count == 0  # the failed handshake is gone, nothing to derive from
+
+
+def test_initiator_refuses_a_peer_claiming_the_wrong_role(platform, appraise):
+    initiator, responder = make_pair(platform, appraise)
+    m2 = responder.respond(initiator.hello())
+    with pytest.raises(HandshakeError) as err:
+        initiator.finish({**m2, "role": "node3"})
+    assert err.value.check == "role"
+
+
+def test_responder_refuses_an_m1_from_the_wrong_role(platform, appraise):
+    initiator = Initiator("node3", "node2", platform.attester("node3"), appraise)
+    _, responder = make_pair(platform, appraise)
+    with pytest.raises(HandshakeError) as err:
+        responder.respond(initiator.hello())
+    assert err.value.check == "role" and responder.pending_count == 0
+
+
+# --- Replays, unknown ids, expiry ------------------------------------------------------------
+
+
+def test_responder_refuses_a_reused_m1_nonce(platform, appraise):
+    initiator, responder = make_pair(platform, appraise)
+    m1 = initiator.hello()
+    responder.respond(m1)
+    with pytest.raises(HandshakeError) as err:
+        responder.respond(m1)
+    assert err.value.check == "replay" and responder.pending_count == 1
+
+
+def test_responder_refuses_a_replayed_m3(platform, appraise):
+    initiator, responder = make_pair(platform, appraise)
+    m3, _ = initiator.finish(responder.respond(initiator.hello()))
+    responder.finish(m3)
+    with pytest.raises(HandshakeError) as err:
+        responder.finish(m3)
+    assert err.value.check == "unknown_handshake"
+
+
+def test_responder_refuses_an_unknown_handshake_id(platform, appraise):
+    initiator, responder = make_pair(platform, appraise)
+    m3, _ = initiator.finish(responder.respond(initiator.hello()))
+    with pytest.raises(HandshakeError) as err:
+        responder.finish({**m3, "handshake_id": "0" * 32})
+    assert err.value.check == "unknown_handshake"
+    assert responder.pending_count == 1  # a wrong guess does not consume the real handshake
+
+
+def test_responder_refuses_an_expired_handshake(platform, appraise):
+    now = [1000.0]
+    initiator, responder = make_pair(platform, appraise, ttl_s=30, clock=lambda: now[0])
+    m3, _ = initiator.finish(responder.respond(initiator.hello()))
+    now[0] += 31
+    with pytest.raises(HandshakeError) as err:
+        responder.finish(m3)
+    assert err.value.check == "expired"
+
+
+def test_pending_handshakes_are_bounded(platform, appraise):
+    _, responder = make_pair(platform, appraise, max_pending=4)
+    for _ in range(10):
+        responder.respond(Initiator("node1", "node2", platform.attester("node1"), appraise).hello())
+    assert responder.pending_count == 4
+
+
+# --- Tampering in transit --------------------------------------------------------------------
+
+
+def attacker_public_hex() -> str:
+    public = X25519PrivateKey.generate().public_key()
+    return public.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+def test_initiator_refuses_a_swapped_m2_public_key(platform, appraise):
+    initiator, responder = make_pair(platform, appraise)
+    m2 = responder.respond(initiator.hello())
+    with pytest.raises(HandshakeError) as err:
+        initiator.finish({**m2, "public_key": attacker_public_hex()})
+    assert err.value.check == "report_data"
+
+
+def test_responder_refuses_a_swapped_m1_public_key(platform, appraise):
+    initiator, responder = make_pair(platform, appraise)
+    m2 = responder.respond({**initiator.hello(), "public_key": attacker_public_hex()})
+    m3, _ = initiator.finish(m2)
+    with pytest.raises(HandshakeError) as err:
+        responder.finish(m3)
+    assert err.value.check == "report_data"
+
+
+def test_initiator_refuses_a_changed_m2_nonce(platform, appraise):
+    # The responder's nonce is not in its own evidence, but changing it makes node1 attest to a
+    # nonce the responder never chose, so the responder refuses m3.
+    initiator, responder = make_pair(platform, appraise)
+    m2 = responder.respond(initiator.hello())
+    m3, _ = initiator.finish({**m2, "nonce": "0" * 64})
+    with pytest.raises(HandshakeError) as err:
+        responder.finish(m3)
+    assert err.value.check == "report_data"
+
+
+def test_low_order_public_key_is_refused(platform, appraise):
+    # Even with evidence that binds it, an all-zero key would give an all-zero shared secret.
+    initiator, responder = make_pair(platform, appraise)
+    m2 = responder.respond({**initiator.hello(), "public_key": "0" * 64})
+    evidence = platform.attester("node1")(report_data(bytes(32), bytes.fromhex(m2["nonce"])))
+    with pytest.raises(HandshakeError) as err:
+        responder.finish({"handshake_id": m2["handshake_id"], "evidence": evidence})
+    assert err.value.check == "key_exchange"
+
+
+# --- Malformed messages ----------------------------------------------------------------------
+
+
+MALFORMED_M1 = {
+    "not a dict": lambda m1: ["m1"],
+    "missing field": lambda m1: {k: v for k, v in m1.items() if k != "nonce"},
+    "extra field": lambda m1: {**m1, "extra": 1},
+    "short nonce": lambda m1: {**m1, "nonce": m1["nonce"][:-2]},
+    "uppercase hex": lambda m1: {**m1, "nonce": m1["nonce"].upper()},
+    "non-hex key": lambda m1: {**m1, "public_key": "z" * 64},
+    "numeric role": lambda m1: {**m1, "role": 1},
+    "other version": lambda m1: {**m1, "version": "twintee-handshake/0"},
+}
+
+
+@pytest.mark.parametrize("variant", list(MALFORMED_M1))
+def test_responder_refuses_malformed_m1(platform, appraise, variant):
+    initiator, responder = make_pair(platform, appraise)
+    with pytest.raises(HandshakeError) as err:
+        responder.respond(MALFORMED_M1[variant](initiator.hello()))
+    assert err.value.check in ("malformed", "version") and responder.pending_count == 0
+
+
+@pytest.mark.parametrize("change", [{"evidence": "x"}, {"handshake_id": "1"}, {"nonce": None}])
+def test_initiator_refuses_malformed_m2(platform, appraise, change):
+    initiator, responder = make_pair(platform, appraise)
+    m2 = responder.respond(initiator.hello())
+    with pytest.raises(HandshakeError) as err:
+        initiator.finish({**m2, **change})
+    assert err.value.check == "malformed"
+
+
+def test_responder_refuses_malformed_m3(platform, appraise):
+    initiator, responder = make_pair(platform, appraise)
+    m3, _ = initiator.finish(responder.respond(initiator.hello()))
+    with pytest.raises(HandshakeError) as err:
+        responder.finish({**m3, "evidence": []})
+    assert err.value.check == "malformed"

@@ -1,0 +1,55 @@
+"""The wire format: frames, canonical headers, step and token messages, and refusals of malformed input."""
+import pytest
+import torch
+
+from shared import wire
+
+SID = "ab" * 16
+
+
+def test_frame_round_trip_keeps_raw_header():
+    frame = wire.encode_frame({"b": 1, "a": [1, 2]}, b"\x00body")
+    header, raw, body = wire.decode_frame(frame)
+    assert header == {"a": [1, 2], "b": 1} and raw == b'{"a":[1,2],"b":1}' and body == b"\x00body"
+
+
+@pytest.mark.parametrize("frame", [b"", b"XX01\x00\x00\x00\x02{}", b"TT01\xff\xff\xff\xff{}", b"TT01\x00\x00\x00\x03{ }x"])
+def test_malformed_frames_are_refused(frame):
+    with pytest.raises(wire.WireError):
+        wire.decode_frame(frame)
+
+
+def test_step_message_round_trip():
+    hidden = torch.randn(5, 8)
+    entries = [{"id": SID, "step": 0, "pos": 0, "n": 4}, {"id": "cd" * 16, "step": 3, "pos": 9, "n": 1}]
+    header, body = wire.step_message(entries, hidden, {SID: {"capacity": 10}}, ["ef" * 16])
+    got_entries, got_hidden, opens, close = wire.parse_step(header, body)
+    assert got_entries == entries and torch.equal(got_hidden, hidden)
+    assert opens == {SID: {"capacity": 10}} and close == ["ef" * 16]
+    assert header["dtype"] == "float32" and header["shape"] == [5, 8]
+
+
+def test_step_header_must_match_tensor():
+    header, body = wire.step_message([{"id": SID, "step": 0, "pos": 0, "n": 2}], torch.randn(2, 4), {}, [])
+    with pytest.raises(wire.WireError, match="dtype or shape"):
+        wire.parse_step({**header, "shape": [2, 5]}, body)
+    with pytest.raises(wire.WireError, match="add up"):
+        wire.parse_step({**header, "sessions": [{"id": SID, "step": 0, "pos": 0, "n": 3}]}, body)
+
+
+@pytest.mark.parametrize("entry", [{"id": "x", "step": 0, "pos": 0, "n": 1}, {"id": SID, "step": -1, "pos": 0, "n": 1},
+                                   {"id": SID, "step": 0, "pos": 0, "n": 0}, {"id": SID, "step": True, "pos": 0, "n": 1}])
+def test_bad_step_entries_are_refused(entry):
+    header, body = wire.step_message([{"id": SID, "step": 0, "pos": 0, "n": 1}], torch.randn(1, 4), {}, [])
+    with pytest.raises(wire.WireError):
+        wire.parse_step({**header, "sessions": [entry]}, body)
+
+
+def test_tensor_payload_is_never_unpickled():
+    with pytest.raises(wire.WireError):
+        wire.bytes_to_tensors(b"\x80\x04\x95pickle")
+
+
+def test_tokens_round_trip():
+    header, body = wire.tokens_message([{"id": SID, "step": 1, "ok": True}], [42], {})
+    assert wire.parse_tokens(header, body) == ([{"id": SID, "step": 1, "ok": True}], [42], {})
