@@ -22,7 +22,7 @@ $(STAMP): requirements.txt requirements.lock
 # The release step: converts the model into per-node shards and blesses this checkout's
 # measurements as the reference values. Run it again after changing code: nothing re-blesses silently.
 prepare: setup
-	$(PY) -m shared.prepare --data-dir $(DATA)
+	$(PY) -m shared.release prepare --data-dir $(DATA)
 
 $(DATA)/policy.json:
 	$(MAKE) prepare

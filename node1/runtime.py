@@ -8,8 +8,10 @@ from node1.config import Node1Config
 from node1.link import Node2Link
 from node1.scheduler import Scheduler
 from node1.text import TextCodec
-from shared.identity import node_identity
-from shared.loading import load_part, read_release
+from shared.identity import open_release
+from shared.loading import load_part
+from shared.manifest import ManifestError
+from shared.prepare import tokenizer_digest
 
 log = logging.getLogger("twintee.node1")
 RECONNECT_S = 2.0
@@ -42,10 +44,12 @@ class Node1Runtime:
     def _load(self) -> None:
         if self.config.model.threads:
             torch.set_num_threads(self.config.model.threads)
-        self.release = read_release(self.config.tee.data_dir)
-        self.identity = node_identity("node1", self.config.tee, self.release)
-        self.codec = TextCodec(self.release.model_dir / "tokenizer", self.release.config)
-        part, self.load_stats = load_part(self.release, "node1", self.config.model, self.open_shard)
+        self.release, self.identity, opener = open_release("node1", self.config.tee)
+        tokenizer_dir = self.release.model_dir / "tokenizer"
+        if tokenizer_digest(tokenizer_dir) != self.release.manifest["tokenizer_sha256"]:
+            raise ManifestError("tokenizer_mismatch", "the tokenizer differs from the signed manifest")
+        self.codec = TextCodec(tokenizer_dir, self.release.config)
+        part, self.load_stats = load_part(self.release, "node1", self.config.model, self.open_shard or opener)
         tee = self.config.tee
         self.link = Node2Link(self.config.node2_url, self.identity.evidence, self.identity.appraise,
                               rekey_frames=tee.rekey_frames, rekey_seconds=tee.rekey_seconds)

@@ -10,8 +10,8 @@ from node2.config import Node2Config
 from node2.engine import Engine
 from shared.channel import SealedChannel
 from shared.handshake import Responder
-from shared.identity import node_identity
-from shared.loading import load_part, read_release
+from shared.identity import open_release
+from shared.loading import load_part
 
 log = logging.getLogger("twintee.node2")
 
@@ -34,9 +34,8 @@ class Node2Runtime:
         try:
             if self.config.model.threads:
                 torch.set_num_threads(self.config.model.threads)
-            self.release = read_release(self.config.tee.data_dir)
-            self.identity = node_identity("node2", self.config.tee, self.release)
-            part, self.load_stats = load_part(self.release, "node2", self.config.model, self.open_shard)
+            self.release, self.identity, opener = open_release("node2", self.config.tee)
+            part, self.load_stats = load_part(self.release, "node2", self.config.model, self.open_shard or opener)
             self.engine = Engine(part, self.config.model, max_sessions=self.config.max_sessions,
                                  idle_s=self.config.session_idle_s)
             self.responder = Responder("node2", "node1", self.identity.evidence, self.identity.appraise)

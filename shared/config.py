@@ -88,6 +88,7 @@ class TeeSettings:
 
     kind: str = "simulated"
     data_dir: Path = Path("data")
+    broker_url: str = "http://127.0.0.1:5003"
     project_root: Path = Path(__file__).resolve().parents[1]
     rekey_frames: int = 100_000
     rekey_seconds: float = 3600.0
@@ -103,6 +104,7 @@ class TeeSettings:
         return cls(
             kind=env_str(env, "TWINTEE_TEE", "simulated"),
             data_dir=Path(env_str(env, "TWINTEE_DATA_DIR", "data")).resolve(),
+            broker_url=env_str(env, "TWINTEE_BROKER_URL", "http://127.0.0.1:5003"),
             rekey_frames=env_int(env, "TWINTEE_REKEY_FRAMES", 100_000),
             rekey_seconds=env_float(env, "TWINTEE_REKEY_SECONDS", 3600.0),
         )

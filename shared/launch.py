@@ -13,8 +13,26 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-APPS = {"node1": "node1.wsgi:app_from_env()", "node2": "node2.wsgi:app_from_env()"}
-PORT_VARS = {"node1": ("TWINTEE_NODE1_HOST", "TWINTEE_NODE1_PORT", 5002), "node2": ("TWINTEE_NODE2_HOST", "TWINTEE_NODE2_PORT", 5001)}
+APPS = {"node1": "node1.wsgi:app_from_env()", "node2": "node2.wsgi:app_from_env()",
+        "broker": "attestation.broker.wsgi:app_from_env()"}
+PORT_VARS = {"node1": ("TWINTEE_NODE1_HOST", "TWINTEE_NODE1_PORT", 5002),
+             "node2": ("TWINTEE_NODE2_HOST", "TWINTEE_NODE2_PORT", 5001),
+             "broker": ("TWINTEE_BROKER_HOST", "TWINTEE_BROKER_PORT", 5003)}
+
+
+def broker_env(env: dict) -> dict:
+    """The broker's settings, defaulting to the release directory's files."""
+    data = Path(env.get("TWINTEE_DATA_DIR", "data")).resolve()
+    defaults = {
+        "TWINTEE_BROKER_DATA_DIR": str(data),
+        "TWINTEE_BROKER_AUDIT_LOG": str(data / "audit" / "broker.jsonl"),
+        "TWINTEE_BROKER_RELEASE_PUBLIC_KEY": str(data / "keys" / "owner.pub"),
+        "TWINTEE_BROKER_POLICY": str(data / "policy.json"),
+        "TWINTEE_BROKER_PORT": "5003",
+    }
+    if not env.get("TWINTEE_BROKER_MASTER_KEY"):
+        defaults["TWINTEE_BROKER_MASTER_KEY_FILE"] = str(data / "keys" / "master.key")
+    return {**defaults, **env}
 
 
 def gunicorn_command(role: str, env: dict) -> list[str]:
@@ -28,7 +46,7 @@ def gunicorn_command(role: str, env: dict) -> list[str]:
 
 class Stack:
     def __init__(self, env: dict | None = None, log_dir: Path | None = None):
-        self.env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+        self.env = broker_env({**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)})
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
 
@@ -80,10 +98,13 @@ def main() -> None:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     try:
+        stack.start("broker")
+        print(f"key broker starting on {stack.url('broker')}", flush=True)
+        stack.wait_healthy("broker")
         stack.start("node2")
         print(f"node2 starting on {stack.url('node2')}", flush=True)
         stack.start("node1")
-        print(f"node1 starting on {stack.url('node1')} (web page and POST /generate); Ctrl-C stops both", flush=True)
+        print(f"node1 starting on {stack.url('node1')} (web page and POST /generate); Ctrl-C stops all three", flush=True)
         while not stopping and all(p.poll() is None for p in stack.procs.values()):
             time.sleep(0.5)
     finally:

@@ -1,4 +1,5 @@
 """Loads one node's part of the model from the release directory, and nothing of the other node's."""
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ import torch
 from safetensors.torch import load as st_load
 
 from shared.config import ModelSettings
+from shared.manifest import ManifestError, load_manifest, read_public_key
 from shared.model import Part
 from shared.spec import ModelSpec
 from shared.weights import build_part
@@ -42,14 +44,21 @@ class Release:
         return [0, k] if role == "node1" else [k, n]
 
 
-def read_release(data_dir: Path) -> Release:
+def read_release(data_dir: Path, min_version: int = 0) -> Release:
+    """Reads the release, refusing a manifest not signed by the pinned owner key or older than min_version.
+
+    The config is checked against the manifest's hash, so a host cannot swap the architecture either.
+    """
     model_dir = data_dir / "model"
     try:
-        manifest = json.loads((model_dir / "manifest.json").read_bytes())["body"]
-        config = json.loads((model_dir / "config.json").read_bytes())
+        owner = read_public_key(data_dir / "keys" / "owner.pub")
+        manifest = load_manifest(model_dir / "manifest.json", owner, min_version=min_version)
+        raw_config = (model_dir / "config.json").read_bytes()
     except FileNotFoundError:
         raise ModelNotPrepared(f"no prepared model in {model_dir}: run `make prepare`") from None
-    return Release(model_dir, manifest, config)
+    if hashlib.sha256(raw_config).hexdigest() != manifest["config_sha256"]:
+        raise ManifestError("config_mismatch", "config.json does not match the signed manifest")
+    return Release(model_dir, manifest, json.loads(raw_config))
 
 
 def shard_bytes(release: Release, role: str, open_shard=None) -> bytes:

@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 SIGNING_TAG = b"twintee/manifest/v1\n"
 ROLES = ("node1", "node2")
 MAX_MANIFEST_BYTES = 1 << 20
-_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# Hugging Face style ids ("org/name"); every segment starts alphanumeric, so no ".." or "/x".
+_MODEL_ID = re.compile(r"(?=.{1,128}\Z)[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+_MODEL_ID_RULE = "model_id must be 1..128 chars of [A-Za-z0-9._-], optionally one 'org/' prefix"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _BODY_KEYS = {"model_id", "version", "split_layer", "num_layers", "config_sha256",
@@ -49,7 +51,7 @@ def manifest_path(data_dir: Path) -> Path:
 def key_id(model_id: str, version: int, role: str) -> str:
     """The name of one shard key; it appears in the shard header, the manifest and the broker."""
     if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id):
-        raise ValueError("model_id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+        raise ValueError(_MODEL_ID_RULE)
     if not _is_int(version) or version < 0:
         raise ValueError("version must be a non-negative integer")
     if role not in ROLES:
@@ -85,7 +87,7 @@ def validate_body(body) -> dict:
     _require(isinstance(body, dict) and set(body) == _BODY_KEYS,
              f"body must have exactly the keys {sorted(_BODY_KEYS)}")
     _require(isinstance(body["model_id"], str) and bool(_MODEL_ID.fullmatch(body["model_id"])),
-             "model_id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+             _MODEL_ID_RULE)
     _require(_is_int(body["version"]) and body["version"] >= 0, "version must be an integer >= 0")
     _require(_is_int(body["num_layers"]) and body["num_layers"] >= 2, "num_layers must be >= 2")
     _require(_is_int(body["split_layer"]) and 0 < body["split_layer"] < body["num_layers"],
@@ -93,8 +95,9 @@ def validate_body(body) -> dict:
     for field in ("config_sha256", "tokenizer_sha256"):
         _require(isinstance(body[field], str) and bool(_SHA256.fullmatch(body[field])),
                  f"{field} must be 64 lowercase hex digits")
-    _require(isinstance(body["created_at"], str) and bool(body["created_at"]),
-             "created_at must be a non-empty string")
+    created = body["created_at"]
+    _require((_is_int(created) and created >= 0) or (isinstance(created, str) and bool(created)),
+             "created_at must be unix seconds or a non-empty timestamp string")
     _require(isinstance(body["shards"], dict) and set(body["shards"]) == set(ROLES),
              f"shards must have exactly the roles {ROLES}")
     for role in ROLES:

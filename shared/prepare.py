@@ -1,8 +1,4 @@
-"""The release step: converts a model once into node1's and node2's shards plus config and tokenizer.
-
-Run as `python -m shared.prepare [--source smollm2|DIR] [--split K] [--data-dir data]`.
-"""
-import argparse
+"""Converts a model once into node1's and node2's shards plus config and tokenizer (called by shared.release)."""
 import hashlib
 import json
 import time
@@ -12,7 +8,7 @@ import torch
 from safetensors.torch import save as st_save
 from tqdm import tqdm
 
-from shared.source import DEFAULT_SOURCE, load_source
+from shared.source import load_source
 from shared.spec import ModelSpec
 from shared.weights import ROLES, shard_keys
 
@@ -62,7 +58,7 @@ def write_model_files(model, tokenizer, out: Path) -> tuple[dict, ModelSpec]:
 def prepare(source: str, data_dir: Path, split: int | None = None, version: int = 1, seal=None, loaded=None) -> dict:
     """Writes data_dir/model/{config.json, tokenizer/, node{1,2} shards, manifest.json}; returns the manifest body.
 
-    `seal(role, data: bytes, out_dir) -> dict` stores one shard (encrypting it) and returns its
+    `seal(role, data: bytes, out_dir, model_id) -> dict` stores one shard (encrypting it) and returns its
     manifest entry; without it shards are written as plain safetensors (tests and dev only).
     `loaded` is an already loaded (model, tokenizer, model_id), so tests convert without reloading.
     """
@@ -74,7 +70,7 @@ def prepare(source: str, data_dir: Path, split: int | None = None, version: int 
     shards = {}
     for role in ROLES:
         data = st_save(role_tensors(state, spec, k, role))
-        shards[role] = seal(role, data, out) if seal else _write_plain(role, data, out)
+        shards[role] = seal(role, data, out, model_id) if seal else _write_plain(role, data, out)
         del data
     body = {
         "model_id": model_id, "version": version, "split_layer": k, "num_layers": spec.num_layers,
@@ -88,18 +84,3 @@ def _write_plain(role: str, data: bytes, out: Path) -> dict:
     name = f"{role}.safetensors"
     (out / name).write_bytes(data)
     return {"file": name, "plaintext_sha256": sha256(data), "size": len(data)}
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--source", default=DEFAULT_SOURCE)
-    ap.add_argument("--split", type=int, default=None)
-    ap.add_argument("--data-dir", type=Path, default=Path("data"))
-    args = ap.parse_args(argv)
-    body = prepare(args.source, args.data_dir, args.split)
-    (args.data_dir / "model" / "manifest.json").write_bytes(canonical_json({"body": body}))
-    print(json.dumps({"model_id": body["model_id"], "split_layer": body["split_layer"]}))
-
-
-if __name__ == "__main__":
-    main()

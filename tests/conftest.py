@@ -21,7 +21,7 @@ def smollm():
 @pytest.fixture(scope="session")
 def release_dir(tmp_path_factory, smollm) -> Path:
     """A data directory holding a full release of SmolLM2 (shards, manifest, policy)."""
-    from shared.prepare import release
+    from shared.release import release
 
     data = tmp_path_factory.mktemp("release")
     release(DEFAULT_SOURCE, data, loaded=smollm)
@@ -42,3 +42,17 @@ def hf_greedy(model, ids: list[int], max_new_tokens: int) -> list[int]:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A small randomly initialised Llama written with save_pretrained, plus a tokenizer copy."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=False, eos_token_id=2, bos_token_id=1)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).eval().save_pretrained(folder)
+    return folder

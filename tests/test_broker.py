@@ -91,9 +91,17 @@ class FlaskSession:
         self.client = client
 
     def post(self, url, json, timeout):
-        resp = self.client.post(urlsplit(url).path, json=json)
-        resp.json = resp.get_json  # requests' spelling
-        return resp
+        return FlaskResponse(self.client.post(urlsplit(url).path, json=json))
+
+
+class FlaskResponse:
+    def __init__(self, resp):
+        self.status_code, self._body = resp.status_code, resp.get_json(silent=True)
+
+    def json(self):
+        if self._body is None:
+            raise ValueError("not JSON")
+        return self._body
 
 
 def node_attester(measurement: str):

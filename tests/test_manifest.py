@@ -52,7 +52,9 @@ def test_round_trip_and_canonical_storage(path, tmp_path):
 
 def test_key_id_names_model_version_role():
     assert key_id("m", 2, "node2") == "m:v2:node2"
-    for bad in [("m", 2, "node3"), ("m/..", 2, "node1"), ("m", -1, "node1"), ("m", True, "node1")]:
+    assert key_id("HuggingFaceTB/SmolLM2-135M-Instruct", 1, "node1").endswith(":v1:node1")
+    for bad in [("m", 2, "node3"), ("m/..", 2, "node1"), ("/m", 2, "node1"), ("a/b/c", 2, "node1"),
+                ("m", -1, "node1"), ("m", True, "node1"), ("m" * 129, 1, "node1")]:
         with pytest.raises(ValueError):
             key_id(*bad)
 
@@ -101,6 +103,7 @@ def test_rollback(path):
 
 @pytest.mark.parametrize("breakage", [
     lambda b: b.pop("created_at"),
+    lambda b: b.update(created_at=""),
     lambda b: b.update(extra=1),
     lambda b: b.update(split_layer=30),
     lambda b: b.update(version="3"),

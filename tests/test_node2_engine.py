@@ -1,0 +1,78 @@
+"""node2's sessions (Petals-style step checks) and sampling, on a small random Llama."""
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from node2.engine import Engine
+from node2.sampling import Sampling, SamplingError, sample
+from shared.config import ModelSettings
+from shared.spec import ModelSpec
+from shared.weights import build_part, shard_keys
+
+A, B = "a" * 32, "b" * 32
+
+
+@pytest.fixture
+def engine(tiny_llama_dir):
+    import json
+
+    spec = ModelSpec.from_config(json.loads((tiny_llama_dir / "config.json").read_text()))
+    sd = load_file(tiny_llama_dir / "model.safetensors")
+    sd = {k: sd[k] for k in shard_keys("node2", spec, 1)}
+    settings = ModelSettings(max_input_tokens=16, max_new_tokens=16)
+    return Engine(build_part("node2", spec, 1, sd, torch.float32, 32), settings, max_sessions=2)
+
+
+def step(engine, entries, opens=None, close=()):
+    hidden = torch.randn(sum(e["n"] for e in entries), 64)
+    return engine.step(entries, hidden, opens or {}, list(close))
+
+
+def test_prefill_then_decode(engine):
+    res, ids, errors = step(engine, [{"id": A, "step": 0, "pos": 0, "n": 3}], {A: {"capacity": 5}})
+    assert res == [{"id": A, "step": 0, "ok": True}] and errors == {} and 0 <= ids[0] < 49152
+    res, _, errors = step(engine, [{"id": A, "step": 1, "pos": 3, "n": 1}])
+    assert res[0]["ok"] and engine.sessions[A].cache.length == 4
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"id": A, "step": 2, "pos": 3, "n": 1}, "expected step 1"),
+    ({"id": A, "step": 1, "pos": 2, "n": 1}, "position 2"),
+    ({"id": A, "step": 1, "pos": 3, "n": 3}, "capacity 5"),
+    ({"id": B, "step": 1, "pos": 3, "n": 1}, "unknown"),
+])
+def test_out_of_order_steps_are_refused_and_session_dropped(engine, entry, message):
+    step(engine, [{"id": A, "step": 0, "pos": 0, "n": 3}], {A: {"capacity": 5}})
+    res, _, errors = step(engine, [entry])
+    assert not res[0]["ok"] and message in errors[entry["id"]]
+    assert entry["id"] not in engine.sessions
+
+
+def test_a_refused_session_does_not_disturb_the_others(engine):
+    step(engine, [{"id": A, "step": 0, "pos": 0, "n": 2}], {A: {"capacity": 4}})
+    res, _, errors = step(engine, [{"id": B, "step": 3, "pos": 0, "n": 2}, {"id": A, "step": 1, "pos": 2, "n": 1}])
+    assert [r["ok"] for r in res] == [False, True] and set(errors) == {B}
+
+
+def test_close_frees_and_limits_hold(engine):
+    step(engine, [{"id": A, "step": 0, "pos": 0, "n": 1}], {A: {"capacity": 4}})
+    step(engine, [{"id": B, "step": 0, "pos": 0, "n": 1}], {B: {"capacity": 4}})
+    _, _, errors = step(engine, [{"id": "c" * 32, "step": 0, "pos": 0, "n": 1}], {"c" * 32: {"capacity": 4}})
+    assert "limit of 2 sessions" in errors["c" * 32]
+    step(engine, [], close=[A, B])
+    assert engine.sessions == {} and engine.kv_bytes() == 0
+    _, _, errors = step(engine, [{"id": A, "step": 0, "pos": 0, "n": 1}], {A: {"capacity": 999}})
+    assert "capacity must be" in errors[A]
+
+
+def test_sampling_greedy_seeded_and_top_p():
+    logits = torch.tensor([0.0, 3.0, 1.0, 2.9])
+    assert sample(logits, Sampling(), None) == 1
+    s = Sampling(temperature=1.0, seed=7)
+    draws = [sample(logits, s, s.generator()) for _ in range(5)]
+    assert len(set(draws)) == 1  # same seed, same first draw
+    tight = Sampling(temperature=1.0, top_p=0.01, seed=3)
+    gen = tight.generator()
+    assert {sample(logits, tight, gen) for _ in range(20)} == {1}
+    with pytest.raises(SamplingError):
+        Sampling.from_dict({"temperature": "hot"})
