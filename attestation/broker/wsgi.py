@@ -1,0 +1,31 @@
+"""The key broker's entry point for gunicorn: `gunicorn 'attestation.broker.wsgi:app_from_env()'`.
+
+Reads the environment once, pins the release key, and appraises evidence with the signed policy.
+"""
+import logging
+import os
+
+from attestation.broker.app import create_app
+from attestation.broker.config import BrokerConfig, ConfigError
+from attestation.policy import load_policy
+from attestation.release import release_public_key
+from attestation.verify import Verifier
+
+
+def app_from_env():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = BrokerConfig.from_env(os.environ)
+    if config.policy_path is None:
+        raise ConfigError("TWINTEE_BROKER_POLICY is not set: the broker cannot appraise without reference values")
+    config.audit_log.parent.mkdir(parents=True, exist_ok=True)
+    policy_path = config.policy_path
+
+    def appraise(evidence: dict, role: str, report_data: bytes) -> dict:
+        # Re-read per request: `make prepare` or a rotation re-blesses without restarting the broker.
+        policy = load_policy(policy_path, release_public_key(config.data_dir))
+        return Verifier(policy).appraise(evidence, role, report_data)
+
+    def min_version_for(model_id: str) -> int:
+        return load_policy(policy_path, release_public_key(config.data_dir)).min_model_version
+
+    return create_app(config, appraise=appraise, min_version_for=min_version_for)
