@@ -52,6 +52,17 @@ def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> F
         except GenerationFailed as exc:
             raise ApiError(502, str(exc)) from None
 
+    @app.after_request
+    def count(response):
+        rule = request.url_rule.rule if request.url_rule else "unmatched"
+        rt.metrics.requests.labels(endpoint=rule, status=str(response.status_code)).inc()
+        return response
+
+    @app.get("/metrics")
+    def metrics():
+        body, content_type = rt.metrics.exposition()
+        return Response(body, content_type=content_type)
+
     @app.get("/")
     def index():
         return send_from_directory(WEBUI, "index.html")

@@ -19,6 +19,8 @@ class Run:
         self.gen = Generation(prompt_ids, req.max_tokens, req.sampling(), runtime.codec.eos_ids)
         self.t0 = time.perf_counter()
         self.t_first: float | None = None
+        self.t_last: float | None = None
+        self.metrics = runtime.metrics
         self.finish_reason: str | None = None
         runtime.scheduler.submit(self.gen)
 
@@ -32,7 +34,7 @@ class Run:
                     self.finish_reason = item.reason
                     yield self.stream.flush(), None
                     return
-                self.t_first = self.t_first or time.perf_counter()
+                self._timing(time.perf_counter())
                 piece = self.stream.push(item)
                 if self.stream.stopped:
                     self.finish_reason = "stop"
@@ -43,6 +45,14 @@ class Run:
             raise GenerationFailed("the pipeline stopped producing tokens") from None
         finally:
             self.gen.cancel()  # a no-op when finished; frees both caches when the client went away
+
+    def _timing(self, now: float) -> None:
+        if self.t_first is None:
+            self.t_first = now
+            self.metrics.ttft.observe(now - self.t0)
+        else:
+            self.metrics.itl.observe(now - self.t_last)
+        self.t_last = now
 
     @property
     def token_ids(self) -> list[int]:

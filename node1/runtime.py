@@ -11,6 +11,7 @@ from node1.text import TextCodec
 from shared.identity import open_release
 from shared.loading import load_part
 from shared.manifest import ManifestError
+from shared.metrics import NodeMetrics
 from shared.prepare import tokenizer_digest
 
 log = logging.getLogger("twintee.node1")
@@ -23,6 +24,7 @@ class Node1Runtime:
         self.state, self.reason = "loading", "loading model"
         self.release = self.identity = self.codec = self.link = self.scheduler = None
         self.load_stats: dict = {}
+        self.metrics = NodeMetrics("node1")
         self.stopped = threading.Event()
 
     def start(self) -> "Node1Runtime":
@@ -53,7 +55,7 @@ class Node1Runtime:
         tee = self.config.tee
         self.link = Node2Link(self.config.node2_url, self.identity.evidence, self.identity.appraise,
                               rekey_frames=tee.rekey_frames, rekey_seconds=tee.rekey_seconds)
-        self.scheduler = Scheduler(part, self.config.model, self.link).start()
+        self.scheduler = Scheduler(part, self.config.model, self.link, self.metrics).start()
         self.state, self.reason = "ready", "ready"
         log.info("node1 loaded: layers %s, weights %d bytes, load %.2fs",
                  self.release.layers_of("node1"), self.load_stats["weight_bytes"], self.load_stats["load_s"])

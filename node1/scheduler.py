@@ -121,6 +121,7 @@ class Scheduler:
         return entries, opens, torch.tensor(ids, device=self.settings.device), seqs
 
     def _step(self, batch: list[Generation]) -> None:
+        t0 = time.perf_counter()
         entries, opens, ids, seqs = self._inputs(batch)
         hidden = model.run_layers(self.part, model.embed(self.part, ids), seqs)  # [N, D]
         header, body = wire.step_message(entries, hidden.cpu(), opens, self.closing)
@@ -134,6 +135,17 @@ class Scheduler:
             return
         for g, r, tok in zip(batch, results, tokens):
             self._deliver(g, r, tok, errors)
+        if self.metrics:
+            self._observe(len(batch), time.perf_counter() - t0)
+
+    def _observe(self, batch: int, seconds: float) -> None:
+        m = self.metrics
+        m.step_seconds.observe(seconds)
+        m.batch.set(batch)
+        m.tokens.inc(batch)
+        m.tokens_per_sec.set(batch / seconds)
+        m.sessions.set(len(self.active))
+        m.kv_bytes.set(sum(g.cache.nbytes for g in self.active if g.cache is not None))
 
     def _deliver(self, g: Generation, r: dict, tok: int, errors: dict) -> None:
         if r.get("id") != g.id or not r.get("ok"):

@@ -1,5 +1,6 @@
 """node2's HTTP surface: handshake, sealed steps, /health and /attestation."""
 import logging
+import time
 
 from flask import Flask, Response, jsonify, request
 
@@ -48,6 +49,20 @@ def create_app(config: Node2Config, *, runtime: Node2Runtime | None = None) -> F
     def step():
         return Response(_step(ready(), request.get_data(cache=False)), mimetype=wire.CONTENT_TYPE)
 
+    @app.after_request
+    def count(response):
+        rule = request.url_rule.rule if request.url_rule else "unmatched"
+        rt.metrics.requests.labels(endpoint=rule, status=str(response.status_code)).inc()
+        return response
+
+    @app.get("/metrics")
+    def metrics():
+        if rt.engine is not None:
+            rt.metrics.sessions.set(len(rt.engine.sessions))
+            rt.metrics.kv_bytes.set(rt.engine.kv_bytes())
+        body, content_type = rt.metrics.exposition()
+        return Response(body, content_type=content_type)
+
     @app.get("/attestation")
     def attestation():
         try:
@@ -83,8 +98,14 @@ def _step(rt: Node2Runtime, frame: bytes) -> bytes:
             entries, hidden, opens, close = wire.parse_step(header, plain)
         except (FrameRejected, wire.WireError) as exc:
             rt.counters["frames_rejected"] += 1
+            rt.metrics.frames_rejected.labels(reason=getattr(exc, "reason", "malformed")).inc()
             log.warning("rejected a frame: %s", exc)
             raise ApiError(400, f"frame rejected: {exc}") from None
+        t0 = time.perf_counter()
         results, ids, errors = rt.engine.step(entries, hidden, opens, close) if entries or close else ([], [], {})
         rt.counters["steps"] += 1
+        if entries:
+            rt.metrics.step_seconds.observe(time.perf_counter() - t0)
+            rt.metrics.batch.set(len(entries))
+            rt.metrics.tokens.inc(sum(r["ok"] for r in results))
         return chan.seal(*wire.tokens_message(results, ids, errors))

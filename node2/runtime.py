@@ -12,6 +12,7 @@ from shared.channel import SealedChannel
 from shared.handshake import Responder
 from shared.identity import open_release
 from shared.loading import load_part
+from shared.metrics import NodeMetrics
 
 log = logging.getLogger("twintee.node2")
 
@@ -25,6 +26,7 @@ class Node2Runtime:
         self.load_stats: dict = {}
         self.counters = {"handshakes": 0, "handshakes_refused": 0, "frames_rejected": 0, "steps": 0}
         self.channel_lock = threading.Lock()
+        self.metrics = NodeMetrics("node2")
 
     def start(self) -> "Node2Runtime":
         threading.Thread(target=self._load, name="node2-load", daemon=True).start()
@@ -54,6 +56,7 @@ class Node2Runtime:
             keys = self.responder.finish(m3)
         except AttestationError as exc:
             self.counters["handshakes_refused"] += 1
+            self.metrics.handshakes.labels(outcome="refused").inc()
             self.peer = {"verified": False, "failed": exc.check, "detail": str(exc)}
             log.warning("refused node1's evidence: %s", exc)
             raise
@@ -61,5 +64,6 @@ class Node2Runtime:
         with self.channel_lock:
             self.channel = SealedChannel(keys, "responder", max_frames=tee.rekey_frames, max_age_s=tee.rekey_seconds)
         self.counters["handshakes"] += 1
+        self.metrics.handshakes.labels(outcome="ok").inc()
         self.peer = {"verified": True, "verdict": keys.peer_verdict, "since": time.time()}
         log.info("channel %s established with node1", keys.channel_id.hex()[:8])
