@@ -1,17 +1,16 @@
-"""The evidence envelope every attester produces and every verifier reads: fields, encoding and shape checks.
-
-An envelope is a JSON-serialisable dict:
-    {"version": 1, "tee_type": "simulated"|"tdx"|"sev-snp"|"dstack", "role": "node1"|"node2"|"broker",
-     "measurement": hex32, "components": {"code": hex32, "manifest": hex32, "config": hex32},
-     "report_data": hex64, "issued_at": unix float, "debug": bool, ...provider fields}
-Provider fields: simulated -> "platform_certificate", "signature"; tdx -> "quote"; sev-snp -> "report";
-dstack -> "quote", "event_log". Evidence never carries prompt or output data: the key set is closed.
-"""
+"""The evidence envelope every attester produces and every verifier reads: fields, encoding and shape checks."""
 import hashlib
 import json
 import math
 
 from attestation.errors import EvidenceError
+
+# An envelope is a JSON-serialisable dict:
+#   {"version": 1, "tee_type": "simulated"|"tdx"|"sev-snp"|"dstack", "role": "node1"|"node2"|"broker",
+#    "measurement": hex32, "components": {"code": hex32, "manifest": hex32, "config": hex32},
+#    "report_data": hex64, "issued_at": unix float, "debug": bool, ...provider fields}
+# Provider fields: simulated -> "platform_certificate", "signature"; tdx -> "quote"; sev-snp -> "report";
+# dstack -> "quote", "event_log". Evidence never carries prompt or output data: the key set is closed.
 
 VERSION = 1
 TEE_TYPES = ("simulated", "tdx", "sev-snp", "dstack")

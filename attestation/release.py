@@ -1,7 +1,4 @@
-"""The explicit blessing step: release key, simulated platform, reference measurements and the signed policy.
-
-Nothing calls `bless` implicitly: a node whose code changed fails appraisal until someone re-blesses.
-"""
+"""The explicit blessing step (never implicit): release key, simulated platform, reference values, signed policy."""
 import hashlib
 import json
 import os
@@ -15,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import (
 from attestation.errors import MeasureError, PolicyError
 from attestation.evidence import ROLES, TEE_TYPES, canonical_json
 from attestation.measure import measure_node
-from attestation.policy import POLICY_VERSION, Policy, default_tdx, sign_policy
+from attestation.policy import POLICY_VERSION, Policy, default_tdx, load_policy, sign_policy
 from attestation.providers.simulated import init_simulated_platform, load_private_key, write_private_file
 
 RELEASE_KEY = Path("keys") / "release.key"
@@ -81,21 +78,45 @@ def release_public_key(data_dir_or_file: Path) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def bless(project_root: Path, data_dir: Path, *, allowed_tee_types: tuple = TEE_TYPES, tdx: dict | None = None) -> Policy:
-    """Measures every role and writes the signed `data_dir/policy.json`; returns the policy."""
+def previous_policy(data_dir: Path) -> Policy | None:
+    """The policy currently in `data_dir`, if it verifies under the release key; else None."""
+    try:
+        return load_policy(Path(data_dir) / POLICY_FILE, release_public_key(data_dir))
+    except PolicyError:
+        return None
+
+
+def bless(project_root: Path, data_dir: Path, *, min_model_version: int | None = None,
+          allowed_tee_types: tuple | None = None, tdx: dict | None = None) -> Policy:
+    """Measures every role and writes the signed `data_dir/policy.json`; returns the policy.
+
+    Settings not given are kept from the current policy (an operator's MRTD pins survive a re-bless);
+    a first blessing allows every TEE kind and sets the minimum model version to the manifest's.
+    """
     data_dir = Path(data_dir)
     key = ensure_release_key(data_dir)
     root_public = init_simulated_platform(data_dir / SIMULATED_DIR)  # idempotent: keeps existing keys
     manifest_sha, body = read_manifest(data_dir)
     refs = reference_measurements(project_root, manifest_sha, body)
+    old = previous_policy(data_dir)
     policy = Policy(
-        version=POLICY_VERSION, created_at=time.time(), allowed_tee_types=tuple(allowed_tee_types),
+        version=POLICY_VERSION, created_at=time.time(),
+        allowed_tee_types=tuple(allowed_tee_types or (old.allowed_tee_types if old else TEE_TYPES)),
         roles={r: {"measurement": m["measurement"], "components": m["components"]} for r, m in refs.items()},
-        simulated_root_public_key=root_public.hex(), tdx=tdx or default_tdx(),
-        model={"model_id": body["model_id"], "version": body["version"]}, min_model_version=body["version"],
+        simulated_root_public_key=root_public.hex(),
+        tdx=tdx or (old.to_dict()["tdx"] if old else default_tdx()),
+        model={"model_id": body["model_id"], "version": body["version"]},
+        min_model_version=_min_version(min_model_version, old, body["version"]),
     )
     target = data_dir / POLICY_FILE
     tmp = target.with_suffix(".json.tmp")
     tmp.write_bytes(canonical_json(sign_policy(policy, key)))
     os.replace(tmp, target)  # readers never see a half-written policy
     return policy
+
+
+def _min_version(requested: int | None, old: Policy | None, manifest_version: int) -> int:
+    if requested is not None:
+        return requested
+    # A re-bless keeps the floor: re-blessing a rolled-back manifest must not re-admit it.
+    return old.min_model_version if old else manifest_version

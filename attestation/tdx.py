@@ -1,8 +1,4 @@
-"""Intel TDX quote appraisal with dcap-qvl: offline, with stored collateral and an explicit time.
-
-dcap-qvl checks the signature chain to Intel's root, the CRLs and the collateral's validity window,
-and reports a TCB status; it does not reject weaker statuses, so the floor is enforced here.
-"""
+"""Intel TDX quote appraisal with dcap-qvl: offline, with stored collateral and an explicit time."""
 from typing import Mapping
 
 import dcap_qvl
@@ -61,6 +57,8 @@ def tcb_status_ok(status: str, floor: str = "UpToDate") -> bool:
     return TCB_STATUSES.index(status) <= TCB_STATUSES.index(floor)
 
 
+# dcap-qvl checks the chain to Intel's root, the CRLs and the collateral's validity window and reports a
+# TCB status; it does not reject weaker statuses, so the floor is enforced in verify_quote.
 def _run_dcap(raw_quote: bytes, collateral_json: str, now: int) -> tuple[dict, str | None]:
     """-> (report facts, None) or ({}, the name of the failed check and its detail)."""
     try:

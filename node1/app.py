@@ -9,6 +9,7 @@ from node1.generate import Run, complete, sse_events
 from node1.request import BadRequest, parse_generate
 from node1.runtime import Node1Runtime
 from node1.scheduler import GenerationFailed
+from node1.sealed import register_sealed
 from node1.text import PromptTooLong
 from shared.http import ApiError, install_error_handlers, json_body
 
@@ -21,6 +22,7 @@ def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> F
     rt = runtime or Node1Runtime(config).start()
     app.extensions["twintee"] = rt
     install_error_handlers(app)
+    register_sealed(app, rt)
 
     def ready() -> Node1Runtime:
         body, status = rt.health()

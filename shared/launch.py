@@ -41,12 +41,13 @@ def gunicorn_command(role: str, env: dict) -> list[str]:
     bind = f"{env.get(host_var, '127.0.0.1')}:{env.get(port_var, port)}"
     # One worker: sessions and KV caches live in this process's memory. Threads serve concurrent clients.
     return [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread", "--threads", "32",
-            "--bind", bind, "--timeout", "120", "--graceful-timeout", "5", APPS[role]]
+            "--bind", bind, "--timeout", "120", "--graceful-timeout", "5", "--no-control-socket", APPS[role]]
 
 
 class Stack:
-    def __init__(self, env: dict | None = None, log_dir: Path | None = None):
-        self.env = broker_env({**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)})
+    def __init__(self, env: dict | None = None, log_dir: Path | None = None, root: Path = ROOT):
+        self.root = root  # a checkout to run from (tests run a modified copy to see it refused)
+        self.env = broker_env({**os.environ, **(env or {}), "PYTHONPATH": str(root)})
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
 
@@ -56,7 +57,7 @@ class Stack:
 
     def start(self, role: str) -> subprocess.Popen:
         out = open(self.log_dir / f"{role}.log", "ab") if self.log_dir else None
-        self.procs[role] = subprocess.Popen(gunicorn_command(role, self.env), cwd=ROOT, env=self.env,
+        self.procs[role] = subprocess.Popen(gunicorn_command(role, self.env), cwd=self.root, env=self.env,
                                             stdout=out, stderr=subprocess.STDOUT if out else None)
         return self.procs[role]
 

@@ -6,7 +6,7 @@ from shared.launch import Stack
 PORTS = {"TWINTEE_NODE2_PORT": "15101", "TWINTEE_NODE1_PORT": "15102", "TWINTEE_BROKER_PORT": "15103"}
 
 
-def test_env(data_dir: Path, **extra) -> dict:
+def stack_env(data_dir: Path, **extra) -> dict:
     return {
         **PORTS,
         "TWINTEE_DATA_DIR": str(data_dir),
@@ -18,7 +18,11 @@ def test_env(data_dir: Path, **extra) -> dict:
 
 
 def start_stack(data_dir: Path, log_dir: Path, roles=("broker", "node2", "node1"), **extra) -> Stack:
-    stack = Stack(test_env(data_dir, **extra), log_dir)
+    stack = Stack(stack_env(data_dir, **extra), log_dir)
+    return start_roles(stack, roles)
+
+
+def start_roles(stack: Stack, roles) -> Stack:
     try:
         for role in roles:
             stack.start(role)

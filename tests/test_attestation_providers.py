@@ -184,7 +184,7 @@ def agent(tmp_path):
     path = str(tmp_path / "dstack.sock")
     server = FakeAgent(path, AgentHandler)
     server.requests = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     yield server, path
     server.shutdown()

@@ -112,9 +112,10 @@ def test_wrong_measurement_names_the_component(release, rd, change, component):
 
 def test_measurement_must_match_its_components(release, rd):
     ev = release.evidence("node1", rd)
-    ev["components"]["config"] = "00" * 32  # signed too, but we check consistency before trusting names
+    ev["components"]["config"] = "00" * 32  # hardware evidence does not sign components: never trust their names alone
     verdict = verifier(release.policy).check(ev, "node1", rd)
-    assert not next(c for c in verdict["checks"] if c["name"] == "measurement")["ok"]
+    check = next(c for c in verdict["checks"] if c["name"] == "measurement")
+    assert not check["ok"] and "own components" in check["detail"]
 
 
 @pytest.mark.parametrize("age", [301.0, -60.0])
@@ -285,3 +286,20 @@ def test_policy_is_frozen(release):
         release.policy.roles["node1"] = {}
     with pytest.raises(Exception):
         release.policy.allowed_tee_types = ("tdx",)
+
+
+def _write_manifest(release, version):
+    (release.data / "model" / "manifest.json").write_text(json.dumps({"body": {**MANIFEST_BODY, "version": version}}))
+
+
+def test_rebless_keeps_floor_pins_and_tee_types(release):
+    pinned = bless(release.project, release.data, allowed_tee_types=("tdx",),
+                   tdx={**release.policy.to_dict()["tdx"], "allowed_mrtd": [SAMPLE_MRTD]})
+    _write_manifest(release, 4)
+    again = bless(release.project, release.data)
+    assert again.min_model_version == 3 and again.model["version"] == 4  # a new version does not retire the old
+    assert again.allowed_tee_types == ("tdx",) and list(again.tdx["allowed_mrtd"]) == [SAMPLE_MRTD]
+    assert again.roles["node1"]["components"]["manifest"] != pinned.roles["node1"]["components"]["manifest"]
+    assert bless(release.project, release.data, min_model_version=4).min_model_version == 4
+    _write_manifest(release, 3)  # a rolled-back manifest re-blessed: the floor stays where it was
+    assert bless(release.project, release.data).min_model_version == 4

@@ -1,9 +1,4 @@
-"""A SIMULATED TEE: a software platform key, certified by a software vendor root, signs evidence.
-
-SIMULATED: this protects nothing against a host that can read `sim_dir`; anyone holding these files
-can sign any measurement. It exists so the whole attestation flow (evidence, chain to a pinned root,
-policy, report-data binding) runs and is tested on machines without TDX, SEV-SNP or dstack.
-"""
+"""A SIMULATED TEE (software keys standing in for hardware): it protects nothing against a host that can read sim_dir."""
 import json
 import os
 import time
@@ -92,7 +87,11 @@ def _read_certificate(path: Path) -> dict:
 
 
 class SimulatedAttester:
-    """SIMULATED attester: signs the canonical JSON of the report body with the platform key."""
+    """SIMULATED attester: signs the canonical JSON of the report body with the platform key.
+
+    Anyone holding the files in `sim_dir` can sign any measurement. This exists so the whole flow
+    (evidence, chain to a pinned root, policy, report-data binding) runs without TDX, SEV-SNP or dstack.
+    """
 
     tee_type = "simulated"
 

@@ -1,0 +1,1 @@
+"""TwinTEE's Python client: verify both nodes' attestation, then chat over requests sealed to node1."""

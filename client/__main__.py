@@ -1,0 +1,101 @@
+"""`python -m client chat`: verify both nodes, print the verdicts, then chat with sealed requests."""
+import argparse
+import sys
+from pathlib import Path
+
+import requests
+
+from attestation.errors import AttestationError
+from client.attest import VerificationFailed, attest, pinned_policy, require_verified
+from client.chat import Chat, ChatError
+from client.sealed import SealedStreamError
+
+INSECURE_BANNER = ("!!! INSECURE: --insecure-plain skips attestation AND encryption. The host, every proxy and\n"
+                   "!!! every log between you and node1 can read your prompts and replies. Never use it for real data.")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m client", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    chat = sub.add_parser("chat", help="verify both nodes, then chat")
+    chat.add_argument("--url", default="http://127.0.0.1:5002", help="node1's public URL")
+    chat.add_argument("--release-dir", type=Path, default=Path("data"),
+                      help="holds keys/release.pub, the pinned release key (and policy.json, if present)")
+    chat.add_argument("--insecure-plain", action="store_true", help="skip verification and encryption (unsafe)")
+    chat.add_argument("--prompt", help="send one prompt and exit instead of reading lines")
+    chat.add_argument("--temperature", type=float, default=0.0)
+    chat.add_argument("--max-tokens", type=int, default=128)
+    return p.parse_args(argv)
+
+
+def red(text: str, stream) -> str:
+    return f"\033[31m{text}\033[0m" if stream.isatty() else text
+
+
+def print_reports(reports: dict, pinned, out) -> None:
+    print(f"policy: signature OK with the pinned release key {pinned.release_key.hex()[:16]}… ({pinned.source})", file=out)
+    for role in ("node1", "node2"):
+        rep = reports[role]
+        v = rep.verdict
+        status = "VERIFIED" if rep.ok else red(f"FAILED ({v['failed']})", out)
+        age = f"{v['age_s']:.1f}s" if isinstance(v.get("age_s"), (int, float)) else "?"
+        print(f"{role}: {status}  tee={v.get('tee_type')}  measurement={str(v.get('measurement'))[:16]}…  "
+              f"model={rep.model.get('model_id')} v{rep.model.get('version')}  layers={rep.model.get('layers')}  "
+              f"evidence age={age}", file=out)
+        for c in v["checks"]:
+            mark = "ok  " if c["ok"] else red("FAIL", out)
+            print(f"  [{mark}] {c['name']}: {c['detail']}", file=out)
+    peer = reports.get("node1_verdict_on_node2") or {}
+    print(f"node1's own verdict on node2: {'ok' if peer.get('ok') else 'not ok'}", file=out)
+    if any(reports[r].verdict.get("tee_type") == "simulated" for r in ("node1", "node2")):
+        print("note: SIMULATED TEE - the flow is real, the hardware protection is not.", file=out)
+
+
+def verified_key(http, args, pinned, out, verbose: bool) -> bytes:
+    reports = attest(http, args.url.rstrip("/"), pinned)
+    failed = not (reports["node1"].ok and reports["node2"].ok)
+    if verbose or failed:
+        print_reports(reports, pinned, out)
+    return require_verified(reports)
+
+
+def run_chat(args, out=sys.stdout, err=sys.stderr, lines=sys.stdin) -> int:
+    http = requests.Session()
+    chat = Chat(http, args.url, temperature=args.temperature, max_tokens=args.max_tokens)
+    pinned = None
+    if args.insecure_plain:
+        print(INSECURE_BANNER, file=err)
+    else:
+        pinned = pinned_policy(args.release_dir, http, args.url.rstrip("/"))
+    prompts = [args.prompt] if args.prompt is not None else (line.rstrip("\n") for line in lines)
+    for turn, prompt in enumerate(prompts):
+        if not prompt.strip():
+            continue
+        # Attest before every turn: a fresh nonce each time, and a restarted node1 has a new key.
+        key = None if pinned is None else verified_key(http, args, pinned, out, verbose=turn == 0)
+        out.write("assistant> ")
+        chat.turn(prompt, key, lambda piece: (out.write(piece), out.flush()))
+        out.write("\n")
+        out.flush()
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return run_chat(args)
+    except VerificationFailed as exc:
+        print(red(f"refusing to send: {exc}", sys.stderr), file=sys.stderr)
+        return 2
+    except AttestationError as exc:  # the policy or the pinned key itself
+        print(red(f"refusing to send: {exc}", sys.stderr), file=sys.stderr)
+        return 2
+    except (ChatError, SealedStreamError, requests.RequestException) as exc:
+        print(red(f"error: {exc}", sys.stderr), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""node1's end-to-end sealed surface: fresh attestation of both nodes, the signed policy, and HPKE-sealed generation.
+
+Protocol (the page in webui/sealed.js and the Python client in client/sealed.py speak the other half):
+  request   POST /v1/sealed/generate {"enc": hex, "ciphertext": hex}: HPKE base mode (RFC 9180),
+            DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM, info = INFO, empty aad, sealed to the
+            X25519 key node1 attests in /attestation. Plaintext: {"request": <a /generate body>,
+            "response_key": 32 bytes hex}.
+  response  text/event-stream; event i is `data: hex(nonce || AES-256-GCM(response_key, nonce, payload,
+            aad = EVENT_AD || i as 8 bytes))`, where payload is exactly what plain /generate would stream
+            (a token event, then the summary or an error), and the last event's payload is "[DONE]".
+            The reader counts i itself, so a dropped, reordered or injected event fails to open, and a
+            stream that ends before a sealed "[DONE]" was cut short.
+"""
+import json
+import logging
+import os
+
+import requests
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from flask import Blueprint, Flask, Response, jsonify, request
+
+from node1.generate import Run, sse_events
+from node1.request import BadRequest, parse_generate
+from node1.text import PromptTooLong
+from shared.http import ApiError, json_body
+
+log = logging.getLogger("twintee.node1.sealed")
+
+INFO = b"twintee/sealed-generate/v1"
+EVENT_AD = b"twintee/sealed-event/v1"
+SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+ENC_BYTES = 32
+KEY_BYTES = 32
+# Random, not counter, nonces: a host can replay a sealed request, and node1 would then seal a second
+# (sampled, different) reply under the same response key; counter nonces would repeat across the two.
+NONCE_BYTES = 12
+NONCE_HEX = (16, 64)  # bytes of a challenger's nonce we accept, as node2 does
+NODE2_TIMEOUT_S = 10.0
+
+
+class SealedRequestError(ValueError):
+    """A sealed request could not be decoded or opened (-> 400 naming which part)."""
+
+
+def open_request(body, private_key) -> tuple[dict, bytes]:
+    """{"enc", "ciphertext"} -> (the inner /generate body, the response key), or SealedRequestError."""
+    if not isinstance(body, dict):
+        raise SealedRequestError("the body must be a JSON object with 'enc' and 'ciphertext'")
+    enc, ciphertext = _hex_field(body, "enc"), _hex_field(body, "ciphertext")
+    if len(enc) != ENC_BYTES:
+        raise SealedRequestError(f"'enc' must be {ENC_BYTES} bytes (an X25519 public key)")
+    try:
+        plain = SUITE.decrypt(enc + ciphertext, private_key, info=INFO)
+    except (InvalidTag, ValueError):
+        raise SealedRequestError("the sealed request does not open with node1's attested key") from None
+    try:
+        inner = json.loads(plain)
+        key = bytes.fromhex(inner["response_key"])
+        req = inner["request"]
+    except (ValueError, TypeError, KeyError):
+        raise SealedRequestError("the opened request must be {\"request\": {...}, \"response_key\": hex}") from None
+    if len(key) != KEY_BYTES or not isinstance(req, dict):
+        raise SealedRequestError(f"'response_key' must be {KEY_BYTES} bytes and 'request' an object")
+    return req, key
+
+
+def _hex_field(body: dict, name: str) -> bytes:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise SealedRequestError(f"'{name}' must be a hex string")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise SealedRequestError(f"'{name}' is not valid hex") from None
+
+
+def event_ad(index: int) -> bytes:
+    return EVENT_AD + index.to_bytes(8, "big")
+
+
+def seal_event(key: bytes, index: int, payload: str) -> str:
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = nonce + AESGCM(key).encrypt(nonce, payload.encode(), event_ad(index))
+    return f"data: {sealed.hex()}\n\n"
+
+
+def seal_stream(events, key: bytes):
+    """Seals each plain SSE event (`data: PAYLOAD\\n\\n`, as sse_events yields them) in order."""
+    for index, event in enumerate(events):
+        yield seal_event(key, index, event.removeprefix("data: ").removesuffix("\n\n"))
+
+
+def register_sealed(app: Flask, rt) -> None:
+    app.register_blueprint(make_blueprint(rt))
+
+
+def make_blueprint(rt) -> Blueprint:
+    bp = Blueprint("sealed", __name__)
+    node2 = requests.Session()  # its own pool: the step link's session is held under the link's lock
+
+    @bp.get("/attestation")
+    def attestation():
+        nonce = _nonce(request.args.get("nonce", ""))
+        r = _loaded(rt)
+        return jsonify({
+            "node1": {**r.identity.evidence_for_nonce(nonce), "model": _model(r, "node1")},
+            "node2": _node2_evidence(node2, r.link.url, nonce),
+            "node1_verdict_on_node2": r.link.peer_verdict,
+        })
+
+    @bp.get("/policy")
+    def policy():
+        # As stored, byte for byte: the page and client check the release signature themselves.
+        try:
+            raw = (rt.config.tee.data_dir / "policy.json").read_bytes()
+        except OSError:
+            raise ApiError(503, "no signed policy in the release directory") from None
+        return Response(raw, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+    @bp.post("/v1/sealed/generate")
+    def sealed_generate():
+        body = json_body(request, rt.config.max_body_bytes)
+        r = _loaded(rt)
+        try:
+            inner, key = open_request(body, r.identity.key)
+            req = parse_generate({**inner, "stream": True}, rt.config.model.max_new_tokens)
+        except SealedRequestError as exc:
+            raise ApiError(400, str(exc)) from None
+        except BadRequest as exc:
+            raise ApiError(400, f"inner request: {exc}") from None
+        ready = _ready(r)
+        try:
+            prompt_ids = ready.codec.encode_chat(req.messages, rt.config.model.max_input_tokens)
+        except PromptTooLong as exc:
+            raise ApiError(400, f"inner request: {exc}") from None
+        run = Run(ready, req, prompt_ids)
+        log.info("sealed generate session=%s sealed_bytes=%d prompt_tokens=%d max_tokens=%d",
+                 run.gen.id[:8], len(body.get("ciphertext", "")) // 2, len(prompt_ids), req.max_tokens)
+        return Response(seal_stream(sse_events(run), key), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-store"})
+
+    return bp
+
+
+def _nonce(value: str) -> bytes:
+    try:
+        nonce = bytes.fromhex(value)
+    except ValueError:
+        raise ApiError(400, "nonce must be hex") from None
+    if not NONCE_HEX[0] <= len(nonce) <= NONCE_HEX[1]:
+        raise ApiError(400, f"nonce must be {NONCE_HEX[0]} to {NONCE_HEX[1]} bytes of hex")
+    return nonce
+
+
+def _loaded(rt):
+    """The runtime once its identity and release are loaded (attestation needs no link to node2)."""
+    if rt.state != "ready":
+        raise ApiError(503, f"node1 is not ready: {rt.reason}")
+    return rt
+
+
+def _ready(rt):
+    body, status = rt.health()
+    if status != 200:
+        raise ApiError(503, f"not ready: {body['reason']}")
+    return rt
+
+
+def _model(rt, role: str) -> dict:
+    return {"model_id": rt.release.model_id, "version": rt.release.manifest.get("version"),
+            "layers": rt.release.layers_of(role)}
+
+
+def _node2_evidence(session: requests.Session, url: str, nonce: bytes) -> dict:
+    """node2's own /attestation for the challenger's nonce, relayed as is; the challenger checks it."""
+    try:
+        r = session.get(f"{url}/attestation", params={"nonce": nonce.hex()}, timeout=NODE2_TIMEOUT_S)
+        body = r.json()
+    except (requests.RequestException, ValueError):
+        return {"error": "node2 unreachable"}
+    if r.status_code != 200 or not isinstance(body, dict):
+        return {"error": f"node2 answered {r.status_code}: {body.get('error') if isinstance(body, dict) else ''}"}
+    return body
