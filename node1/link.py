@@ -22,7 +22,8 @@ class LinkError(RuntimeError):
 
 
 class Node2Link:
-    def __init__(self, node2_url: str, attester, appraise, *, rekey_frames: int, rekey_seconds: float, timeout: float = 120.0):
+    def __init__(self, node2_url: str, attester, appraise, *, rekey_frames: int, rekey_seconds: float,
+                 timeout: float = 120.0, metrics=None):
         self.url = node2_url.rstrip("/")
         self.attester, self.appraise = attester, appraise
         self.rekey_frames, self.rekey_seconds, self.timeout = rekey_frames, rekey_seconds, timeout
@@ -32,7 +33,7 @@ class Node2Link:
         self.peer_verdict: dict | None = None
         self.state = "not connected"
         self.handshakes = 0
-        self.frame_bytes = {"sent": 0, "received": 0}
+        self.metrics = metrics
 
     @property
     def ready(self) -> bool:
@@ -50,6 +51,7 @@ class Node2Link:
     def exchange(self, header: dict, body: bytes) -> tuple[dict, bytes]:
         with self.lock:
             self._ensure_channel()
+            t0 = time.perf_counter()
             frame = self.channel.seal(header, body)
             try:
                 r = self.http.post(f"{self.url}/v1/step", data=frame, timeout=self.timeout,
@@ -65,8 +67,10 @@ class Node2Link:
             except (FrameRejected, wire.WireError) as exc:
                 self._drop("reply frame rejected")
                 raise LinkError(f"node2's reply was rejected ({exc})") from None
-            self.frame_bytes["sent"] += len(frame)
-            self.frame_bytes["received"] += len(r.content)
+            if self.metrics:
+                self.metrics.link_seconds.observe(time.perf_counter() - t0)
+                self.metrics.wire_bytes.labels(direction="sent").inc(len(frame))
+                self.metrics.wire_bytes.labels(direction="received").inc(len(r.content))
             return reply, plain
 
     def _ensure_channel(self) -> None:
@@ -89,6 +93,8 @@ class Node2Link:
         self.channel = SealedChannel(keys, "initiator", max_frames=self.rekey_frames, max_age_s=self.rekey_seconds)
         self.peer_verdict = keys.peer_verdict
         self.handshakes += 1
+        if self.metrics:
+            self.metrics.handshakes.labels(outcome="ok").inc()
         self.state = "ready"
 
     def _post_json(self, path: str, payload: dict) -> dict:

@@ -54,7 +54,7 @@ class Node1Runtime:
         part, self.load_stats = load_part(self.release, "node1", self.config.model, self.open_shard or opener)
         tee = self.config.tee
         self.link = Node2Link(self.config.node2_url, self.identity.evidence, self.identity.appraise,
-                              rekey_frames=tee.rekey_frames, rekey_seconds=tee.rekey_seconds)
+                              rekey_frames=tee.rekey_frames, rekey_seconds=tee.rekey_seconds, metrics=self.metrics)
         self.scheduler = Scheduler(part, self.config.model, self.link, self.metrics).start()
         self.state, self.reason = "ready", "ready"
         log.info("node1 loaded: layers %s, weights %d bytes, load %.2fs",
@@ -65,7 +65,8 @@ class Node1Runtime:
             return {"status": self.state, "role": "node1", "reason": self.reason}, 503
         body = {"role": "node1", "model": self.release.model_id, "layers": self.release.layers_of("node1"),
                 "node2": self.link.state, "batch": self.scheduler.batch_size,
-                "tee": self.identity.attester.tee_type, "measurement": self.identity.measurement["measurement"]}
+                "tee": self.identity.attester.tee_type, "measurement": self.identity.measurement["measurement"],
+                "memory": self.load_stats}
         if not self.link.ready:
             return {**body, "status": "unavailable", "reason": self.link.state}, 503
         return {**body, "status": "ok", "peer": self.link.peer_verdict}, 200

@@ -1,6 +1,5 @@
 """A node's attested identity: what it measures as, how it proves it, and how it appraises peers."""
 import hashlib
-import secrets
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -10,6 +9,7 @@ from attestation.binding import report_data
 from attestation.measure import measure_node
 from attestation.policy import Policy, load_policy
 from attestation.providers import make_attester
+from attestation.release import release_public_key, security_config
 from attestation.verify import Verifier
 from shared.config import TeeSettings
 from shared.loading import Release
@@ -50,47 +50,14 @@ class Identity:
         }
 
 
-def security_config(role: str, release: Release) -> dict:
-    if role == "broker":
-        return {"role": role}
-    return {"role": role, "split_layer": release.split_layer, "model_id": release.model_id}
-
-
 def node_identity(role: str, tee: TeeSettings, release: Release) -> Identity:
     manifest_sha = hashlib.sha256((release.model_dir / "manifest.json").read_bytes()).hexdigest()
-    measurement = measure_node(tee.project_root, role, manifest_sha, security_config(role, release))
-    policy = load_policy(tee.data_dir / "policy.json", release_public_key(tee))
+    # The same security config `make prepare` blessed, so the two can only differ by a real change.
+    measurement = measure_node(tee.project_root, role, manifest_sha, security_config(role, release.manifest))
+    # The release key is pinned from the release directory; in a real deployment it is part of the
+    # measured image, so a host cannot swap it.
+    policy = load_policy(tee.data_dir / "policy.json", release_public_key(tee.data_dir))
     attester = make_attester(tee.kind, role=role, measurement=measurement, sim_dir=tee.data_dir / "simulated-tee")
     return Identity(role, measurement, policy, attester, Verifier(policy))
 
 
-def release_public_key(tee: TeeSettings) -> bytes:
-    """The release signer's Ed25519 public key, pinned from the release directory.
-
-    In a real deployment this key is part of the measured image, so a host cannot swap it.
-    """
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-    pem = (tee.data_dir / "keys" / "release.pub").read_bytes()
-    return load_pem_public_key(pem).public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-def new_nonce() -> bytes:
-    return secrets.token_bytes(32)
-
-
-def open_release(role: str, tee: TeeSettings):
-    """-> (release, identity, open_shard): the signed release, this node's identity, and its shard opener.
-
-    A manifest older than the policy's minimum version is refused here (anti-rollback).
-    """
-    from shared.loading import read_release
-    from shared.manifest import ManifestError
-    from shared.shard_access import broker_opener
-
-    release = read_release(tee.data_dir)
-    identity = node_identity(role, tee, release)
-    minimum = identity.policy.min_model_version
-    if release.manifest["version"] < minimum:
-        raise ManifestError("rollback", f"model version {release.manifest['version']} is below the policy's minimum {minimum}")
-    return release, identity, broker_opener(tee.broker_url, role, release, identity.evidence)

@@ -1,5 +1,6 @@
 """Loads one node's part of the model from the release directory, and nothing of the other node's."""
 import hashlib
+import os
 import json
 import time
 from dataclasses import dataclass
@@ -72,12 +73,19 @@ def shard_bytes(release: Release, role: str, open_shard=None) -> bytes:
 
 def load_part(release: Release, role: str, settings: ModelSettings, open_shard=None) -> tuple[Part, dict]:
     """-> (Part, load stats). Only this role's shard is read; weights are fused as they are loaded."""
-    t0 = time.perf_counter()
+    t0, rss0 = time.perf_counter(), rss_bytes()
     state = st_load(shard_bytes(release, role, open_shard))
     part = build_part(role, release.spec, release.split_layer, state, settings.torch_dtype, settings.max_positions)
     if settings.device != "cpu":
         part = _to_device(part, settings.device)
-    return part, {"load_s": round(time.perf_counter() - t0, 3), "weight_bytes": part.weight_bytes()}
+    return part, {"load_s": round(time.perf_counter() - t0, 3), "weight_bytes": part.weight_bytes(),
+                  "rss_added_bytes": rss_bytes() - rss0}
+
+
+def rss_bytes() -> int:
+    """This process's resident set size (Linux), to report what loading the weights costs."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _to_device(part: Part, device: str) -> Part:

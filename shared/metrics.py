@@ -17,6 +17,9 @@ class NodeMetrics:
         self.kv_bytes = Gauge("twintee_kv_cache_bytes", "bytes held by KV caches", registry=r)
         self.handshakes = Counter("twintee_handshakes", "attested handshakes by outcome", ["outcome"], registry=r)
         self.frames_rejected = Counter("twintee_frames_rejected", "sealed frames rejected, by reason", ["reason"], registry=r)
+        self.link_seconds = Histogram("twintee_link_roundtrip_seconds", "node1: seal + HTTP + node2 + open, per step",
+                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.wire_bytes = Counter("twintee_wire_bytes", "sealed frame bytes by direction", ["direction"], registry=r)
         self.step_seconds = Histogram("twintee_step_seconds", "one batched step on this node", buckets=LATENCY_BUCKETS, registry=r)
         Gauge("twintee_info", "node role", ["role"], registry=r).labels(role=role).set(1)
 
