@@ -108,6 +108,17 @@ class Node2Link:
         self.channel = None
         self.state = state
 
+    def check_peer(self) -> None:
+        """Drops the channel when node2 is gone or no longer holds it (it restarted), so we re-handshake."""
+        health = self.node2_health()
+        with self.lock:
+            if self.channel is None:
+                return
+            if health is None:
+                self._drop("node2 unreachable")
+            elif health.get("channel") != self.channel.channel_id:
+                self._drop("node2 restarted; re-handshaking")
+
     def node2_health(self) -> dict | None:
         try:
             return self.http.get(f"{self.url}/health", timeout=5).json()

@@ -40,6 +40,8 @@ class Node1Runtime:
             return
         # Keep a channel to node2 up: re-handshake whenever node2 restarts or keys expire.
         while not self.stopped.wait(0 if not self.link.ready else RECONNECT_S):
+            if self.link.ready:
+                self.link.check_peer()
             if not self.link.ready and not self.link.connect():
                 self.stopped.wait(RECONNECT_S)
 

@@ -32,7 +32,7 @@ def create_app(config: Node2Config, *, runtime: Node2Runtime | None = None) -> F
                 "peer": rt.peer}
         if rt.state == "ready":
             body.update(model=rt.release.model_id, layers=rt.release.layers_of("node2"),
-                        sessions=len(rt.engine.sessions), channel=rt.channel is not None,
+                        sessions=len(rt.engine.sessions), channel=rt.channel.channel_id if rt.channel else None,
                         measurement=rt.identity.measurement["measurement"], tee=rt.identity.attester.tee_type,
                         memory=rt.load_stats)
         return jsonify(body), 200 if rt.state == "ready" else 503

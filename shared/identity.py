@@ -61,3 +61,20 @@ def node_identity(role: str, tee: TeeSettings, release: Release) -> Identity:
     return Identity(role, measurement, policy, attester, Verifier(policy))
 
 
+
+
+def open_release(role: str, tee: TeeSettings):
+    """-> (release, identity, open_shard): the signed release, this node's identity, and its shard opener.
+
+    A manifest older than the policy's minimum version is refused here (anti-rollback).
+    """
+    from shared.loading import read_release
+    from shared.manifest import ManifestError
+    from shared.shard_access import broker_opener
+
+    release = read_release(tee.data_dir)
+    identity = node_identity(role, tee, release)
+    minimum = identity.policy.min_model_version
+    if release.manifest["version"] < minimum:
+        raise ManifestError("rollback", f"model version {release.manifest['version']} is below the policy's minimum {minimum}")
+    return release, identity, broker_opener(tee.broker_url, role, release, identity.evidence)
