@@ -5,6 +5,7 @@ node1 that records every byte and can rewrite what node1 answers.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -254,13 +255,29 @@ def test_the_host_in_the_middle_sees_only_ciphertext(stack, release_dir):
         assert text.encode() not in captured
 
 
+@pytest.fixture(scope="module")
+def key_only_dir(release_dir, tmp_path_factory) -> Path:
+    """Only the pinned release key: the client must fetch node1's /policy and check its signature itself."""
+    d = tmp_path_factory.mktemp("key-only")
+    (d / "keys").mkdir()
+    shutil.copyfile(release_dir / "keys" / "release.pub", d / "keys" / "release.pub")
+    return d
+
+
+@pytest.mark.slow
+def test_with_only_the_pinned_key_the_client_checks_the_served_policy(stack, key_only_dir):
+    out = run_client(stack.url("node1"), key_only_dir, "--prompt", PROMPT)
+    assert out.returncode == 0, out.stderr
+    assert "/policy)" in out.stdout and replies(out.stdout) == [greedy(stack, PROMPT)]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("tamper", list(TAMPERS))
-def test_tampered_evidence_is_refused_before_anything_is_sent(stack, release_dir, tamper):
+def test_tampered_evidence_is_refused_before_anything_is_sent(stack, key_only_dir, tamper):
     rewrite, named = TAMPERS[tamper]
     with NodeProxy(stack.url("node1")) as host:
         host.rewrite = rewrite
-        out = run_client(host.url, release_dir, "--prompt", SECRET)
+        out = run_client(host.url, key_only_dir, "--prompt", SECRET)
         assert "v1/sealed/generate" not in host.paths()
     assert out.returncode == 2
     assert "refusing to send" in out.stderr and named in out.stderr
