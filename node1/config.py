@@ -13,12 +13,15 @@ class Node1Config:
     model: ModelSettings = field(default_factory=ModelSettings)
     tee: TeeSettings = field(default_factory=TeeSettings)
     max_body_bytes: int = 1 << 20
+    pipeline_slots: int = 2  # micro-batches in flight between node1 and node2
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
             raise ConfigError("TWINTEE_NODE1_PORT must be a TCP port")
         if not self.node2_url.startswith(("http://", "https://")):
             raise ConfigError("TWINTEE_NODE2_URL must be an http(s) URL")
+        if not 1 <= self.pipeline_slots <= 4:
+            raise ConfigError("TWINTEE_PIPELINE_SLOTS must be 1 to 4")
         if self.max_body_bytes < 1024:
             raise ConfigError("TWINTEE_MAX_BODY_BYTES must be at least 1024")
 
@@ -31,4 +34,5 @@ class Node1Config:
             model=ModelSettings.from_env(env),
             tee=TeeSettings.from_env(env),
             max_body_bytes=env_int(env, "TWINTEE_MAX_BODY_BYTES", 1 << 20),
+            pipeline_slots=env_int(env, "TWINTEE_PIPELINE_SLOTS", 2),
         )

@@ -22,7 +22,7 @@ class Run:
         self.t_last: float | None = None
         self.metrics = runtime.metrics
         self.finish_reason: str | None = None
-        runtime.scheduler.submit(self.gen)
+        runtime.submit(self.gen)
 
     def __iter__(self):
         try:

@@ -116,7 +116,7 @@ class Node2Link:
                 return
             if health is None:
                 self._drop("node2 unreachable")
-            elif health.get("channel") != self.channel.channel_id:
+            elif self.channel.channel_id not in health.get("channels", []):
                 self._drop("node2 restarted; re-handshaking")
 
     def node2_health(self) -> dict | None:

@@ -1,4 +1,8 @@
-"""node1's state: loading -> ready | failed, its part of the model, its link to node2 and its scheduler."""
+"""node1's state: loading -> ready | failed, its part of the model, and its pipeline slots to node2.
+
+Each slot is a scheduler with its own sealed channel: while one slot waits for node2, another runs
+node1's layers, so the two nodes compute different micro-batches at the same time.
+"""
 import logging
 import threading
 
@@ -22,7 +26,9 @@ class Node1Runtime:
     def __init__(self, config: Node1Config, open_shard=None):
         self.config, self.open_shard = config, open_shard
         self.state, self.reason = "loading", "loading model"
-        self.release = self.identity = self.codec = self.link = self.scheduler = None
+        self.release = self.identity = self.codec = None
+        self.links: list[Node2Link] = []
+        self.slots: list[Scheduler] = []
         self.load_stats: dict = {}
         self.metrics = NodeMetrics("node1")
         self.stopped = threading.Event()
@@ -38,12 +44,26 @@ class Node1Runtime:
             self.state, self.reason = "failed", f"{type(exc).__name__}: {exc}"
             log.error("node1 failed to load: %s", self.reason)
             return
-        # Keep a channel to node2 up: re-handshake whenever node2 restarts or keys expire.
-        while not self.stopped.wait(0 if not self.link.ready else RECONNECT_S):
-            if self.link.ready:
-                self.link.check_peer()
-            if not self.link.ready and not self.link.connect():
-                self.stopped.wait(RECONNECT_S)
+        # Keep every channel to node2 up: re-handshake whenever node2 restarts or keys expire.
+        while not self.stopped.wait(0 if self.links_ready else RECONNECT_S):
+            for link in self.links:
+                if link.ready:
+                    link.check_peer()
+                if not link.ready and not link.connect():
+                    self.stopped.wait(RECONNECT_S)
+
+    @property
+    def link(self) -> Node2Link:
+        """The first slot's link: the one used for node2's attestation relay."""
+        return self.links[0]
+
+    @property
+    def links_ready(self) -> bool:
+        return all(link.ready for link in self.links)
+
+    def submit(self, gen):
+        """Hands a generation to the least loaded slot."""
+        return min(self.slots, key=lambda s: s.load).submit(gen)
 
     def _load(self) -> None:
         if self.config.model.threads:
@@ -55,9 +75,11 @@ class Node1Runtime:
         self.codec = TextCodec(tokenizer_dir, self.release.config)
         part, self.load_stats = load_part(self.release, "node1", self.config.model, self.open_shard or opener)
         tee = self.config.tee
-        self.link = Node2Link(self.config.node2_url, self.identity.evidence, self.identity.appraise,
-                              rekey_frames=tee.rekey_frames, rekey_seconds=tee.rekey_seconds, metrics=self.metrics)
-        self.scheduler = Scheduler(part, self.config.model, self.link, self.metrics).start()
+        for _ in range(self.config.pipeline_slots):
+            link = Node2Link(self.config.node2_url, self.identity.evidence, self.identity.appraise,
+                             rekey_frames=tee.rekey_frames, rekey_seconds=tee.rekey_seconds, metrics=self.metrics)
+            self.links.append(link)
+            self.slots.append(Scheduler(part, self.config.model, link, self.metrics).start())
         self.state, self.reason = "ready", "ready"
         log.info("node1 loaded: layers %s, weights %d bytes, load %.2fs",
                  self.release.layers_of("node1"), self.load_stats["weight_bytes"], self.load_stats["load_s"])
@@ -66,9 +88,10 @@ class Node1Runtime:
         if self.state != "ready":
             return {"status": self.state, "role": "node1", "reason": self.reason}, 503
         body = {"role": "node1", "model": self.release.model_id, "layers": self.release.layers_of("node1"),
-                "node2": self.link.state, "batch": self.scheduler.batch_size,
+                "node2": self.link.state, "batch": sum(s.batch_size for s in self.slots),
                 "tee": self.identity.attester.tee_type, "measurement": self.identity.measurement["measurement"],
                 "memory": self.load_stats}
-        if not self.link.ready:
+        # Serving needs one attested channel; a slot whose channel dropped re-handshakes when next used.
+        if not any(link.ready for link in self.links):
             return {**body, "status": "unavailable", "reason": self.link.state}, 503
         return {**body, "status": "ok", "peer": self.link.peer_verdict}, 200

@@ -72,6 +72,10 @@ class Scheduler:
     def batch_size(self) -> int:
         return len(self.active)
 
+    @property
+    def load(self) -> int:
+        return len(self.active) + self.waiting.qsize()
+
     def _loop(self) -> None:
         while not self.stopped:
             self._admit()

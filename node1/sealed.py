@@ -19,7 +19,7 @@ import requests
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, request
 
 from node1.generate import Run, sse_events
 from node1.request import BadRequest, parse_generate
@@ -93,55 +93,52 @@ def seal_stream(events, key: bytes):
 
 
 def register_sealed(app: Flask, rt) -> None:
-    app.register_blueprint(make_blueprint(rt))
+    api = SealedApi(rt)
+    app.add_url_rule("/attestation", "attestation", api.attestation, methods=["GET"])
+    app.add_url_rule("/policy", "policy", api.policy, methods=["GET"])
+    app.add_url_rule("/v1/sealed/generate", "sealed_generate", api.generate, methods=["POST"])
 
 
-def make_blueprint(rt) -> Blueprint:
-    bp = Blueprint("sealed", __name__)
-    node2 = requests.Session()  # its own pool: the step link's session is held under the link's lock
+class SealedApi:
+    def __init__(self, rt):
+        self.rt = rt
+        self.node2 = requests.Session()  # its own pool: the step link's session is held under the link's lock
 
-    @bp.get("/attestation")
-    def attestation():
+    def attestation(self):
+        """node1's evidence and node2's, both bound to the challenger's nonce; the challenger checks both."""
         nonce = _nonce(request.args.get("nonce", ""))
-        r = _loaded(rt)
+        r = _loaded(self.rt)
         return jsonify({
             "node1": {**r.identity.evidence_for_nonce(nonce), "model": _model(r, "node1")},
-            "node2": _node2_evidence(node2, r.link.url, nonce),
+            "node2": _node2_evidence(self.node2, r.link.url, nonce),
             "node1_verdict_on_node2": r.link.peer_verdict,
         })
 
-    @bp.get("/policy")
-    def policy():
+    def policy(self):
         # As stored, byte for byte: the page and client check the release signature themselves.
         try:
-            raw = (rt.config.tee.data_dir / "policy.json").read_bytes()
+            raw = (self.rt.config.tee.data_dir / "policy.json").read_bytes()
         except OSError:
             raise ApiError(503, "no signed policy in the release directory") from None
         return Response(raw, content_type="application/json", headers={"Cache-Control": "no-store"})
 
-    @bp.post("/v1/sealed/generate")
-    def sealed_generate():
-        body = json_body(request, rt.config.max_body_bytes)
-        r = _loaded(rt)
+    def generate(self):
+        config = self.rt.config
+        body = json_body(request, config.max_body_bytes)
+        r = _loaded(self.rt)
         try:
             inner, key = open_request(body, r.identity.key)
-            req = parse_generate({**inner, "stream": True}, rt.config.model.max_new_tokens)
+            req = parse_generate({**inner, "stream": True}, config.model.max_new_tokens)
+            prompt_ids = _ready(r).codec.encode_chat(req.messages, config.model.max_input_tokens)
         except SealedRequestError as exc:
             raise ApiError(400, str(exc)) from None
-        except BadRequest as exc:
+        except (BadRequest, PromptTooLong) as exc:
             raise ApiError(400, f"inner request: {exc}") from None
-        ready = _ready(r)
-        try:
-            prompt_ids = ready.codec.encode_chat(req.messages, rt.config.model.max_input_tokens)
-        except PromptTooLong as exc:
-            raise ApiError(400, f"inner request: {exc}") from None
-        run = Run(ready, req, prompt_ids)
+        run = Run(r, req, prompt_ids)
         log.info("sealed generate session=%s sealed_bytes=%d prompt_tokens=%d max_tokens=%d",
-                 run.gen.id[:8], len(body.get("ciphertext", "")) // 2, len(prompt_ids), req.max_tokens)
+                 run.gen.id[:8], len(body["ciphertext"]) // 2, len(prompt_ids), req.max_tokens)
         return Response(seal_stream(sse_events(run), key), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-store"})
-
-    return bp
 
 
 def _nonce(value: str) -> bytes:

@@ -32,7 +32,7 @@ def create_app(config: Node2Config, *, runtime: Node2Runtime | None = None) -> F
                 "peer": rt.peer}
         if rt.state == "ready":
             body.update(model=rt.release.model_id, layers=rt.release.layers_of("node2"),
-                        sessions=len(rt.engine.sessions), channel=rt.channel.channel_id if rt.channel else None,
+                        sessions=len(rt.engine.sessions), channels=list(rt.channels),
                         measurement=rt.identity.measurement["measurement"], tee=rt.identity.attester.tee_type,
                         memory=rt.load_stats)
         return jsonify(body), 200 if rt.state == "ready" else 503
@@ -88,12 +88,15 @@ def _attested(fn):
 
 
 def _step(rt: Node2Runtime, frame: bytes) -> bytes:
-    with rt.channel_lock:
-        chan = rt.channel
-        if chan is None:
-            raise ApiError(409, "no channel: handshake first")
+    try:
+        peer = rt.channel_for(wire.decode_frame(frame)[0].get("ch"))
+    except wire.WireError as exc:
+        raise ApiError(400, f"frame rejected: {exc}") from None
+    if peer is None:
+        raise ApiError(409, "no such channel: handshake first")
+    with peer.lock:  # one frame at a time per channel: sequence numbers must arrive in order
         try:
-            header, plain = chan.open(frame)
+            header, plain = peer.chan.open(frame)
             if header.get("type") != "step":
                 raise wire.WireError("expected a step frame")
             entries, hidden, opens, close = wire.parse_step(header, plain)
@@ -109,4 +112,4 @@ def _step(rt: Node2Runtime, frame: bytes) -> bytes:
             rt.metrics.step_seconds.observe(time.perf_counter() - t0)
             rt.metrics.batch.set(len(entries))
             rt.metrics.tokens.inc(sum(r["ok"] for r in results))
-        return chan.seal(*wire.tokens_message(results, ids, errors))
+        return peer.chan.seal(*wire.tokens_message(results, ids, errors))

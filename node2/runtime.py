@@ -1,7 +1,9 @@
-"""node2's state: loading -> ready | failed, its engine, its identity and its channel from node1."""
+"""node2's state: loading -> ready | failed, its engine, its identity and its channels from node1."""
 import logging
 import threading
 import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import torch
 
@@ -15,17 +17,28 @@ from shared.loading import load_part
 from shared.metrics import NodeMetrics
 
 log = logging.getLogger("twintee.node2")
+MAX_CHANNELS = 8
+
+
+@dataclass
+class PeerChannel:
+    """A channel from node1 and the lock that keeps open -> step -> seal of its frames in sequence."""
+
+    chan: SealedChannel
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Node2Runtime:
     def __init__(self, config: Node2Config, open_shard=None):
         self.config, self.open_shard = config, open_shard
         self.state, self.reason = "loading", "loading model"
-        self.release = self.identity = self.engine = self.responder = self.channel = None
+        self.release = self.identity = self.engine = self.responder = None
+        # node1 keeps one channel per pipeline slot; each has its own keys and sequence numbers.
+        self.channels: OrderedDict[str, PeerChannel] = OrderedDict()
         self.peer: dict = {"verified": False, "detail": "node1 has not handshaken yet"}
         self.load_stats: dict = {}
         self.counters = {"handshakes": 0, "handshakes_refused": 0, "frames_rejected": 0, "steps": 0}
-        self.channel_lock = threading.Lock()
+        self.channels_lock = threading.Lock()
         self.metrics = NodeMetrics("node2")
 
     def start(self) -> "Node2Runtime":
@@ -61,9 +74,16 @@ class Node2Runtime:
             log.warning("refused node1's evidence: %s", exc)
             raise
         tee = self.config.tee
-        with self.channel_lock:
-            self.channel = SealedChannel(keys, "responder", max_frames=tee.rekey_frames, max_age_s=tee.rekey_seconds)
+        chan = SealedChannel(keys, "responder", max_frames=tee.rekey_frames, max_age_s=tee.rekey_seconds)
+        with self.channels_lock:
+            self.channels[chan.channel_id] = PeerChannel(chan)
+            while len(self.channels) > MAX_CHANNELS:  # channels node1 re-keyed away from
+                self.channels.popitem(last=False)
         self.counters["handshakes"] += 1
         self.metrics.handshakes.labels(outcome="ok").inc()
         self.peer = {"verified": True, "verdict": keys.peer_verdict, "since": time.time()}
-        log.info("channel %s established with node1", keys.channel_id.hex()[:8])
+        log.info("channel %s established with node1", chan.channel_id[:8])
+
+    def channel_for(self, channel_id) -> "PeerChannel | None":
+        with self.channels_lock:
+            return self.channels.get(channel_id) if isinstance(channel_id, str) else None

@@ -94,6 +94,9 @@ class FakeRuntime:
     def health(self):
         return {"status": "ok"}, 200
 
+    def submit(self, gen):
+        self.scheduler.submit(gen)
+
 
 @pytest.fixture()
 def rt(tmp_path):

@@ -168,6 +168,7 @@ def js(driver, script, *args):
 
 
 def open_page(driver, url: str, release_dir: Path) -> str:
+    driver.get("about:blank")  # the same URL again would be a same-document fragment change, not a fresh page
     driver.get(f"{url}/#release={release_public_key(release_dir).hex()}")
     return wait_for(lambda: (s := js(driver, "return document.getElementById('status').dataset.state")) != "checking" and s,
                     what="the page's attestation verdict")
@@ -176,7 +177,7 @@ def open_page(driver, url: str, release_dir: Path) -> str:
 def screenshot(driver, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     height = js(driver, "return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, min(max(height, 800), 4000))
+    driver.set_window_size(1280, min(max(height + 160, 800), 4000))
     path = ARTIFACTS / name
     driver.save_screenshot(str(path))
     driver.set_window_size(1280, 1000)
@@ -220,6 +221,7 @@ def test_the_page_verifies_both_nodes_and_streams_the_greedy_reply(stack, browse
 @pytest.mark.slow
 def test_the_stop_button_ends_the_stream(stack, browser, release_dir):
     assert open_page(browser, stack.url("node1"), release_dir) == "verified"
+    assert js(browser, "return document.querySelectorAll('.msg.assistant').length") == 0
     send(browser, "Write a long story about a lighthouse keeper.", 400)
     wait_for(lambda: (r := js(browser, LAST_REPLY)) and len(r[1]) > 0, 120, "the first tokens")
     js(browser, "document.getElementById('stop').click()")
