@@ -59,6 +59,19 @@ def verified_key(http, args, pinned, out, verbose: bool) -> bytes:
     return require_verified(reports)
 
 
+def read_lines(lines, out):
+    """Prompts from `lines`, one a line, showing a `you> ` prompt when a person is typing."""
+    interactive = lines.isatty() if hasattr(lines, "isatty") else False
+    while True:
+        if interactive:
+            out.write("you> ")
+            out.flush()
+        line = lines.readline()
+        if not line:
+            return
+        yield line.rstrip("\n")
+
+
 def run_chat(args, out=sys.stdout, err=sys.stderr, lines=sys.stdin) -> int:
     http = requests.Session()
     chat = Chat(http, args.url, temperature=args.temperature, max_tokens=args.max_tokens)
@@ -67,7 +80,7 @@ def run_chat(args, out=sys.stdout, err=sys.stderr, lines=sys.stdin) -> int:
         print(INSECURE_BANNER, file=err)
     else:
         pinned = pinned_policy(args.release_dir, http, args.url.rstrip("/"))
-    prompts = [args.prompt] if args.prompt is not None else (line.rstrip("\n") for line in lines)
+    prompts = [args.prompt] if args.prompt is not None else read_lines(lines, out)
     for turn, prompt in enumerate(prompts):
         if not prompt.strip():
             continue
@@ -84,10 +97,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return run_chat(args)
-    except VerificationFailed as exc:
-        print(red(f"refusing to send: {exc}", sys.stderr), file=sys.stderr)
-        return 2
-    except AttestationError as exc:  # the policy or the pinned key itself
+    except (VerificationFailed, AttestationError) as exc:  # a node's evidence, or the policy and pinned key
         print(red(f"refusing to send: {exc}", sys.stderr), file=sys.stderr)
         return 2
     except (ChatError, SealedStreamError, requests.RequestException) as exc:

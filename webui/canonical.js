@@ -12,60 +12,56 @@ const NUM = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
 const STR = /"(?:[^"\\\u0000-\u001f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"/y;
 const LIT = /true|false|null/y;
 
+class Parser {
+  constructor(text) { this.text = text; this.at = 0; }
+
+  fail(what) { throw new SyntaxError(`JSON: ${what} at ${this.at}`); }
+
+  match(re) {
+    re.lastIndex = this.at;
+    const m = re.exec(this.text);
+    if (m) this.at = re.lastIndex;
+    return m ? m[0] : null;
+  }
+
+  value() {
+    this.match(WS);
+    const c = this.text[this.at];
+    if (c === "{") return this.container("}", new Map(), (out) => {
+      this.match(WS);
+      const key = JSON.parse(this.match(STR) ?? this.fail("expected a key"));
+      this.match(WS);
+      if (this.text[this.at++] !== ":") this.fail("expected ':'");
+      out.set(key, this.value());
+    });
+    if (c === "[") return this.container("]", [], (out) => out.push(this.value()));
+    if (c === '"') return JSON.parse(this.match(STR) ?? this.fail("bad string"));
+    const lit = this.match(LIT);
+    if (lit !== null) return JSON.parse(lit);
+    return new RawNumber(this.match(NUM) ?? this.fail("unexpected character"));
+  }
+
+  // An object or array: `item(out)` reads one member; members are separated by commas.
+  container(close, out, item) {
+    this.at++;
+    this.match(WS);
+    if (this.text[this.at] === close) { this.at++; return out; }
+    for (;;) {
+      item(out);
+      this.match(WS);
+      const c = this.text[this.at++];
+      if (c === close) return out;
+      if (c !== ",") this.fail(`expected ',' or '${close}'`);
+    }
+  }
+}
+
 // -> a tree of Map (objects), Array, string, RawNumber, boolean and null; throws SyntaxError.
 export function parseLossless(text) {
-  let at = 0;
-  const fail = (what) => { throw new SyntaxError(`JSON: ${what} at ${at}`); };
-  const match = (re) => {
-    re.lastIndex = at;
-    const m = re.exec(text);
-    if (m) at = re.lastIndex;
-    return m ? m[0] : null;
-  };
-  const skip = () => match(WS);
-  const value = () => {
-    skip();
-    const c = text[at];
-    if (c === "{") return object();
-    if (c === "[") return array();
-    if (c === '"') return JSON.parse(match(STR) ?? fail("bad string"));
-    const lit = match(LIT);
-    if (lit !== null) return JSON.parse(lit);
-    return new RawNumber(match(NUM) ?? fail("unexpected character"));
-  };
-  const object = () => {
-    const out = new Map();
-    at++;
-    skip();
-    if (text[at] === "}") { at++; return out; }
-    for (;;) {
-      skip();
-      const key = JSON.parse(match(STR) ?? fail("expected a key"));
-      skip();
-      if (text[at++] !== ":") fail("expected ':'");
-      out.set(key, value());
-      skip();
-      const c = text[at++];
-      if (c === "}") return out;
-      if (c !== ",") fail("expected ',' or '}'");
-    }
-  };
-  const array = () => {
-    const out = [];
-    at++;
-    skip();
-    if (text[at] === "]") { at++; return out; }
-    for (;;) {
-      out.push(value());
-      skip();
-      const c = text[at++];
-      if (c === "]") return out;
-      if (c !== ",") fail("expected ',' or ']'");
-    }
-  };
-  const tree = value();
-  skip();
-  if (at !== text.length) fail("trailing data");
+  const p = new Parser(text);
+  const tree = p.value();
+  p.match(WS);
+  if (p.at !== text.length) p.fail("trailing data");
   return tree;
 }
 

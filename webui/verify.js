@@ -92,6 +92,16 @@ async function measurementCheck(e, policy) {
   return check("measurement", true, "equals the release's signed reference value");
 }
 
+// report_data must be SHA-512 of the served key and OUR nonce: the key we will seal to, attested just now.
+async function bindingCheck(publicKeyHex, nonce, reported, checks) {
+  let expected = "";
+  try { expected = await reportData(hexToBytes(publicKeyHex), nonce); } catch { /* a bad key fails below */ }
+  const ok = expected !== "" && expected === reported;
+  checks.push(check("report_data", ok, ok ? `binds key ${short(publicKeyHex)} to this page's nonce ${short(bytesToHex(nonce))}`
+    : "not bound to the served key and this page's nonce"));
+  return { expected, publicKey: publicKeyHex, nonce: bytesToHex(nonce) };
+}
+
 function modelCheck(model, policy) {
   const want = policy.model ?? {};
   const ok = model?.model_id === want.model_id && Number.isInteger(model?.version) && model.version >= policy.min_model_version;
@@ -126,12 +136,7 @@ export async function verifyNode(nodeTree, role, nonce, policy, nowS = Date.now(
   verdict.checks.push(check("freshness", verdict.age_s >= -MAX_CLOCK_SKEW_S && verdict.age_s <= limit,
     `evidence age ${verdict.age_s.toFixed(1)} s, limit ${limit} s`));
   verdict.checks.push(check("debug", e.debug === false, e.debug ? "debug build" : "not a debug build"));
-  let expected = "";
-  try { expected = await reportData(hexToBytes(node.public_key), nonce); } catch { /* a bad key fails below */ }
-  verdict.reportData = { expected, publicKey: node.public_key, nonce: bytesToHex(nonce) };
-  verdict.checks.push(check("report_data", expected !== "" && expected === e.report_data,
-    expected === e.report_data ? `binds key ${short(node.public_key)} to this page's nonce ${short(bytesToHex(nonce))}`
-      : "not bound to the served key and this page's nonce"));
+  verdict.reportData = await bindingCheck(node.public_key, nonce, e.report_data, verdict.checks);
   verdict.checks.push(modelCheck(node.model, policy));
   return done();
 }
