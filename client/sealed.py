@@ -3,17 +3,10 @@ import json
 import os
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-INFO = b"twintee/sealed-generate/v1"
-EVENT_AD = b"twintee/sealed-event/v1"
-SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
-ENC_BYTES = 32
-KEY_BYTES = 32
-NONCE_BYTES = 12
-DONE = "[DONE]"
+from shared.sealed_protocol import DONE, ENC_BYTES, INFO, KEY_BYTES, NONCE_BYTES, SUITE, event_ad
 
 
 class SealedStreamError(Exception):
@@ -40,7 +33,7 @@ class EventOpener:
         try:
             raw = bytes.fromhex(sealed_hex)
             nonce, ct = raw[:NONCE_BYTES], raw[NONCE_BYTES:]
-            payload = self.aead.decrypt(nonce, ct, EVENT_AD + self.index.to_bytes(8, "big")).decode()
+            payload = self.aead.decrypt(nonce, ct, event_ad(self.index)).decode()
         except (ValueError, InvalidTag):
             raise SealedStreamError(f"event {self.index} does not open: dropped, reordered or altered") from None
         self.index += 1

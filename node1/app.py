@@ -11,7 +11,7 @@ from node1.runtime import Node1Runtime
 from node1.scheduler import GenerationFailed
 from node1.sealed import register_sealed
 from node1.text import PromptTooLong
-from shared.http import ApiError, install_error_handlers, json_body
+from shared.http import ApiError, install_error_handlers, install_metrics, json_body
 
 log = logging.getLogger("twintee.node1")
 WEBUI = Path(__file__).resolve().parents[1] / "webui"
@@ -25,7 +25,7 @@ def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> F
     register_sealed(app, rt)
 
     def ready() -> Node1Runtime:
-        body, status = rt.health()
+        body, status = rt.health(probe=False)  # a dead node2 shows at the first step anyway
         if status != 200:
             raise ApiError(503, f"not ready: {body['reason']}")
         return rt
@@ -54,16 +54,7 @@ def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> F
         except GenerationFailed as exc:
             raise ApiError(502, str(exc)) from None
 
-    @app.after_request
-    def count(response):
-        rule = request.url_rule.rule if request.url_rule else "unmatched"
-        rt.metrics.requests.labels(endpoint=rule, status=str(response.status_code)).inc()
-        return response
-
-    @app.get("/metrics")
-    def metrics():
-        body, content_type = rt.metrics.exposition()
-        return Response(body, content_type=content_type)
+    install_metrics(app, rt.metrics)
 
     @app.get("/")
     def index():

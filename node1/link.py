@@ -13,6 +13,9 @@ from shared.channel import FrameRejected, SealedChannel
 from shared.handshake import Initiator
 
 
+HEALTH_TIMEOUT_S = 2.0
+
+
 class LinkError(RuntimeError):
     """node2 could not be reached or refused us; `public_message` is safe to show a client."""
 
@@ -121,7 +124,7 @@ class Node2Link:
 
     def node2_health(self) -> dict | None:
         try:
-            return self.http.get(f"{self.url}/health", timeout=5).json()
+            return self.http.get(f"{self.url}/health", timeout=HEALTH_TIMEOUT_S).json()
         except (requests.RequestException, ValueError):
             return None
 

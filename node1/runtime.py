@@ -45,7 +45,7 @@ class Node1Runtime:
             log.error("node1 failed to load: %s", self.reason)
             return
         # Keep every channel to node2 up: re-handshake whenever node2 restarts or keys expire.
-        while not self.stopped.wait(0 if self.links_ready else RECONNECT_S):
+        while not self.stopped.wait(RECONNECT_S if self.links_ready else 0):
             for link in self.links:
                 if link.ready:
                     link.check_peer()
@@ -73,20 +73,27 @@ class Node1Runtime:
         if tokenizer_digest(tokenizer_dir) != self.release.manifest["tokenizer_sha256"]:
             raise ManifestError("tokenizer_mismatch", "the tokenizer differs from the signed manifest")
         self.codec = TextCodec(tokenizer_dir, self.release.config)
-        part, self.load_stats = load_part(self.release, "node1", self.config.model, self.open_shard or opener)
         tee = self.config.tee
-        for _ in range(self.config.pipeline_slots):
-            link = Node2Link(self.config.node2_url, self.identity.evidence, self.identity.appraise,
-                             rekey_frames=tee.rekey_frames, rekey_seconds=tee.rekey_seconds, metrics=self.metrics)
-            self.links.append(link)
-            self.slots.append(Scheduler(part, self.config.model, link, self.metrics).start())
+        self.links = [Node2Link(self.config.node2_url, self.identity.evidence, self.identity.appraise,
+                                rekey_frames=tee.rekey_frames, rekey_seconds=tee.rekey_seconds, metrics=self.metrics)
+                      for _ in range(self.config.pipeline_slots)]
+        # Attest to node2 before asking for weights: a node the release no longer covers is then
+        # refused by its peer as well as by the broker, and both sides' /health say why.
+        self.link.connect()
+        part, self.load_stats = load_part(self.release, "node1", self.config.model, self.open_shard or opener)
+        self.slots = [Scheduler(part, self.config.model, link, self.metrics).start() for link in self.links]
+        for link in self.links[1:]:
+            link.connect()
         self.state, self.reason = "ready", "ready"
         log.info("node1 loaded: layers %s, weights %d bytes, load %.2fs",
                  self.release.layers_of("node1"), self.load_stats["weight_bytes"], self.load_stats["load_s"])
 
-    def health(self) -> tuple[dict, int]:
+    def health(self, probe: bool = True) -> tuple[dict, int]:
         if self.state != "ready":
-            return {"status": self.state, "role": "node1", "reason": self.reason}, 503
+            body = {"status": self.state, "role": "node1", "reason": self.reason}
+            if self.links:
+                body["node2"] = self.link.state
+            return body, 503
         body = {"role": "node1", "model": self.release.model_id, "layers": self.release.layers_of("node1"),
                 "node2": self.link.state, "batch": sum(s.batch_size for s in self.slots),
                 "tee": self.identity.attester.tee_type, "measurement": self.identity.measurement["measurement"],
@@ -94,4 +101,6 @@ class Node1Runtime:
         # Serving needs one attested channel; a slot whose channel dropped re-handshakes when next used.
         if not any(link.ready for link in self.links):
             return {**body, "status": "unavailable", "reason": self.link.state}, 503
+        if probe and self.link.node2_health() is None:  # ask now: a channel can outlive its peer by seconds
+            return {**body, "status": "unavailable", "reason": "node2 unreachable"}, 503
         return {**body, "status": "ok", "peer": self.link.peer_verdict}, 200

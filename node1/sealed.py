@@ -17,7 +17,6 @@ import os
 
 import requests
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import Flask, Response, jsonify, request
 
@@ -25,17 +24,10 @@ from node1.generate import Run, sse_events
 from node1.request import BadRequest, parse_generate
 from node1.text import PromptTooLong
 from shared.http import ApiError, json_body
+from shared.sealed_protocol import ENC_BYTES, INFO, KEY_BYTES, NONCE_BYTES, SUITE, event_ad
 
 log = logging.getLogger("twintee.node1.sealed")
 
-INFO = b"twintee/sealed-generate/v1"
-EVENT_AD = b"twintee/sealed-event/v1"
-SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
-ENC_BYTES = 32
-KEY_BYTES = 32
-# Random, not counter, nonces: a host can replay a sealed request, and node1 would then seal a second
-# (sampled, different) reply under the same response key; counter nonces would repeat across the two.
-NONCE_BYTES = 12
 NONCE_HEX = (16, 64)  # bytes of a challenger's nonce we accept, as node2 does
 NODE2_TIMEOUT_S = 10.0
 
@@ -74,10 +66,6 @@ def _hex_field(body: dict, name: str) -> bytes:
         return bytes.fromhex(value)
     except ValueError:
         raise SealedRequestError(f"'{name}' is not valid hex") from None
-
-
-def event_ad(index: int) -> bytes:
-    return EVENT_AD + index.to_bytes(8, "big")
 
 
 def seal_event(key: bytes, index: int, payload: str) -> str:
@@ -159,7 +147,7 @@ def _loaded(rt):
 
 
 def _ready(rt):
-    body, status = rt.health()
+    body, status = rt.health(probe=False)
     if status != 200:
         raise ApiError(503, f"not ready: {body['reason']}")
     return rt

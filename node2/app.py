@@ -9,7 +9,7 @@ from node2.config import Node2Config
 from node2.runtime import Node2Runtime
 from shared import wire
 from shared.channel import FrameRejected
-from shared.http import ApiError, install_error_handlers, json_body
+from shared.http import ApiError, install_error_handlers, install_metrics, json_body
 
 log = logging.getLogger("twintee.node2")
 
@@ -50,19 +50,12 @@ def create_app(config: Node2Config, *, runtime: Node2Runtime | None = None) -> F
     def step():
         return Response(_step(ready(), request.get_data(cache=False)), mimetype=wire.CONTENT_TYPE)
 
-    @app.after_request
-    def count(response):
-        rule = request.url_rule.rule if request.url_rule else "unmatched"
-        rt.metrics.requests.labels(endpoint=rule, status=str(response.status_code)).inc()
-        return response
-
-    @app.get("/metrics")
-    def metrics():
+    def refresh_gauges():
         if rt.engine is not None:
             rt.metrics.sessions.set(len(rt.engine.sessions))
             rt.metrics.kv_bytes.set(rt.engine.kv_bytes())
-        body, content_type = rt.metrics.exposition()
-        return Response(body, content_type=content_type)
+
+    install_metrics(app, rt.metrics, refresh_gauges)
 
     @app.get("/attestation")
     def attestation():

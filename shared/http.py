@@ -1,7 +1,8 @@
 """HTTP plumbing both nodes share: JSON errors for every failure, never a stack trace to a client."""
+import json
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("twintee.http")
@@ -35,13 +36,29 @@ def install_error_handlers(app: Flask) -> None:
         return json_error(500, "internal error")
 
 
-def json_body(request, max_bytes: int) -> object:
-    if request.content_length is not None and request.content_length > max_bytes:
+def install_metrics(app: Flask, metrics, refresh=None) -> None:
+    """Counts every request by route and status, and serves GET /metrics (refreshing gauges first)."""
+
+    @app.after_request
+    def _count(response):
+        rule = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.requests.labels(endpoint=rule, status=str(response.status_code)).inc()
+        return response
+
+    @app.get("/metrics")
+    def _metrics():
+        if refresh:
+            refresh()
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
+
+
+def json_body(req, max_bytes: int) -> object:
+    if req.content_length is not None and req.content_length > max_bytes:
         raise ApiError(413, f"request body is over the limit of {max_bytes} bytes")
-    raw = request.get_data(cache=False)
+    raw = req.get_data(cache=False)
     if len(raw) > max_bytes:
         raise ApiError(413, f"request body is over the limit of {max_bytes} bytes")
-    import json
 
     try:
         return json.loads(raw)

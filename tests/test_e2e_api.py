@@ -103,7 +103,7 @@ def test_node1_rehandshakes_when_node2_restarts(stack):
     health = requests.get(stack.url("node1") + "/health", timeout=10)
     assert health.status_code == 503 and "node2" in health.json()["reason"]
     r = post(stack, {"prompt": "Hi", "max_tokens": 5})
-    assert r.status_code == 503 and "not ready" in r.json()["error"]
+    assert r.status_code in (502, 503) and "node2" in r.json()["error"]
     start_roles(stack, ("node2",))
     stack.wait_healthy("node1")  # the same node1 process, which re-handshakes on its own
     assert post(stack, {"prompt": "Hi", "max_tokens": 5}).json()["token_ids"] == before

@@ -67,8 +67,10 @@ def test_node_with_modified_code_gets_no_key(release_dir, tmp_path):
         shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
     with open(copy / "node1" / "app.py", "a") as f:
         f.write("\n# a change made after `make prepare`\n")
-    env = stack_env(release_dir, TWINTEE_NODE1_PORT="15120")
-    good = start_roles(Stack(env, tmp_path), ("broker",))
+    # Ports of its own: the module's proxied stack is still running.
+    env = stack_env(release_dir, TWINTEE_NODE1_PORT="15140", TWINTEE_NODE2_PORT="15141", TWINTEE_BROKER_PORT="15142",
+                    TWINTEE_NODE2_URL="http://127.0.0.1:15141", TWINTEE_BROKER_URL="http://127.0.0.1:15142")
+    good = start_roles(Stack(env, tmp_path), ("broker", "node2"))
     bad = Stack(env, tmp_path, root=copy)
     try:
         bad.start("node1")
@@ -81,8 +83,14 @@ def test_node_with_modified_code_gets_no_key(release_dir, tmp_path):
             time.sleep(0.5)
         assert health.get("status") == "failed"
         assert "measurement" in health["reason"] and "code" in health["reason"]
+        # The peer refused it too, and says which measurement component differed.
+        assert "failed attestation" in health["node2"]
+        peer = requests.get(good.url("node2") + "/health", timeout=5).json()["peer"]
+        assert peer["verified"] is False and peer["failed"] == "measurement" and "code" in peer["detail"]
+        assert "make prepare" in peer["detail"]
     finally:
         bad.stop()
         good.stop()
+    assert "refused node1's evidence" in (tmp_path / "node2.log").read_text()
     audit = (release_dir / "audit" / "broker.jsonl").read_text()
     assert '"verdict":"refused"' in audit.replace(" ", "")
