@@ -85,11 +85,13 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq: Seq, li: int,
     keys = seq.cache.k[li, :, :end].unsqueeze(0)  # [1, Hkv, S, hd]
     vals = seq.cache.v[li, :, :end].unsqueeze(0)
     mask = None
-    if seq.n > 1:  # token i of this step sees cache positions [0, pos + i]
+    if seq.n > 1 and seq.pos > 0:  # token i of this step sees cache positions [0, pos + i]
         cols = torch.arange(end, device=q.device)
         mask = cols[None, :] <= (seq.pos + torch.arange(seq.n, device=q.device))[:, None]  # [n, S]
+    # A prefill from position 0 uses the causal kernel, as transformers does, so rounding matches.
     out = F.scaled_dot_product_attention(
-        q.transpose(0, 1).unsqueeze(0), keys, vals, attn_mask=mask, scale=scale, enable_gqa=True
+        q.transpose(0, 1).unsqueeze(0), keys, vals, attn_mask=mask, scale=scale, enable_gqa=True,
+        is_causal=seq.n > 1 and seq.pos == 0,
     )  # [1, H, n, hd]
     return out[0].transpose(0, 1).reshape(seq.n, -1)
 
