@@ -159,7 +159,9 @@ class Scheduler:
         g.last = tok
         if tok in g.stop_ids:
             self._retire(g, Finished("stop"))
-        elif g.out.put(tok) or g.step >= g.max_tokens:
+            return
+        g.out.put(tok)
+        if g.step >= g.max_tokens:
             self._retire(g, Finished("length"))
 
     def _send_closes(self) -> None:

@@ -1,0 +1,87 @@
+"""`make bench`: runs the split stack and the unsplit generate() baseline, writes RESULTS.md and results.png.
+
+    python -m benchmarks.bench            # the full run (float32, then bfloat16), ~12 minutes on 2 cores
+    python -m benchmarks.bench --quick    # few repetitions, into benchmarks/out/quick/, for development
+"""
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from node1.config import Node1Config
+from shared.source import DEFAULT_SOURCE, load_source
+
+from benchmarks.machine import describe
+from benchmarks.plan import FULL, QUICK, SECOND
+from benchmarks.plot import plot
+from benchmarks.release_dir import release_dir
+from benchmarks.report import write_report
+from benchmarks.stack import bench_env
+from benchmarks.suite import run_dtype
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one or two repetitions and short generations")
+    ap.add_argument("--dtypes", default=None, help="comma-separated; default float32,bfloat16 (quick: float32)")
+    ap.add_argument("--threads", type=int, default=1, help="TWINTEE_THREADS for each node (default 1: a core each)")
+    ap.add_argument("--out", type=Path, default=None, help="where RESULTS.md and results.png go")
+    ap.add_argument("--from-json", type=Path, default=None, help="re-render the report from a saved results.json")
+    args = ap.parse_args(argv)
+    unknown = set((args.dtypes or "float32").split(",")) - {"float32", "bfloat16"}
+    if unknown:
+        ap.error(f"--dtypes takes float32 and/or bfloat16, not {', '.join(sorted(unknown))}")
+    return args
+
+
+def node1_settings(data_dir: Path, threads: int) -> dict:
+    """node1's batching settings as it reads them from the environment the bench gives it."""
+    cfg = Node1Config.from_env({**os.environ, **bench_env(data_dir, "float32", threads)})
+    return {"pipeline_slots": getattr(cfg, "pipeline_slots", 1), "max_batch": cfg.model.max_batch}
+
+
+def measure(args) -> dict:
+    dtypes = (args.dtypes or ("float32" if args.quick else "float32,bfloat16")).split(",")
+    t0 = time.perf_counter()
+    print("loading the unsplit model ...", flush=True)
+    loaded = load_source(DEFAULT_SOURCE)
+    data_dir, how = release_dir(loaded)
+    split = json.loads((data_dir / "model" / "manifest.json").read_bytes())["body"]["split_layer"]
+    results = {"machine": describe(ROOT, args.threads), "release": how, "model_id": loaded[2], "split": split,
+               "num_layers": loaded[0].config.num_hidden_layers, "quick": args.quick,
+               "node1": node1_settings(data_dir, args.threads), "sections": {}}
+    for i, dtype in enumerate(dtypes):
+        plan = QUICK if args.quick else (FULL if i == 0 else SECOND)
+        print(f"== {dtype} ==", flush=True)
+        results["sections"][dtype] = run_dtype(loaded, data_dir, split, dtype, plan, args.threads, OUT / "logs")
+    results["elapsed_s"] = time.perf_counter() - t0
+    results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    return results
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    out = args.out or (OUT / "quick" if args.quick else HERE)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+    else:
+        results = measure(args)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / ("results-quick.json" if args.quick else "results.json")).write_text(json.dumps(results, indent=1))
+    write_report(results, out / "RESULTS.md")
+    plot(results, out / "results.png")
+    print(f"wrote {out / 'RESULTS.md'} and {out / 'results.png'}", flush=True)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()

@@ -1,0 +1,115 @@
+"""Explains each missed target from measured components and the lean-path profile, never from guesses."""
+from benchmarks.targets import level
+
+
+def profile_lines(p: dict) -> list[str]:
+    """The in-process lean-path figures every explanation below draws on."""
+    dec = {(d["batch"], d["threads"]): d for d in p["decode"]}
+    lines = ["Lean path (`shared.model.run_layers` + head) in the benchmark process, no HTTP or sealing:", ""]
+    for (b, t), d in sorted(dec.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        lines.append(f"- decode step, batch {b}, {t} thread(s): node1 {d['node1_ms']:.1f} ms + node2 {d['node2_ms']:.1f} ms"
+                     f" (of which the head {d['head_ms']:.1f} ms) = {d['total_ms']:.1f} ms "
+                     f"({b * 1000 / d['total_ms']:.0f} tokens/s if the nodes ran one after the other)")
+    for d in p["prefill"]:
+        lines.append(f"- prefill of the long prompt, {d['threads']} thread(s): node1 {d['node1_ms']:.0f} ms + "
+                     f"node2 {d['node2_ms']:.0f} ms = {d['total_ms']:.0f} ms")
+    floor = p["step_weight_bytes"] / (p["bandwidth_gbs"] * 1e9) * 1e3
+    lines.append(f"- memory read bandwidth with the nodes' thread count: {p['bandwidth_gbs']:.1f} GB/s; reading the "
+                 f"{p['step_weight_bytes'] / 1e6:.0f} MB of weights a decode step touches (all but the embedding table) "
+                 f"takes {floor:.1f} ms, the floor of a step at any batch size")
+    if "batch_drift" in p:
+        lines.append(f"- one sequence's logits alone vs in a batch of 8, one decode step: max |difference| "
+                     f"{p['batch_drift']:.3g}" + (" (batching cannot change a stream's tokens)" if p["batch_drift"] == 0
+                                                   else " (a greedy pick flips wherever the top two logits are closer)"))
+    for f in p["frames"]:
+        lines.append(f"- one step's frames without the network, batch {f['batch']}: serialize + seal + open + parse, "
+                     f"both ways, {f['ms']:.2f} ms for {f['wire_bytes']:,} bytes")
+    for o in p["ops"]:
+        top = ", ".join(f"{t['op']} {t['share']:.0%}" for t in o["top"][:5])
+        lines.append(f"- torch.profiler, {o['role']}'s whole step, one decode step at {o['threads']} thread(s): "
+                     f"{o['step_ms']:.1f} ms of op time, matmuls {o['matmul_share']:.0%}; top ops: {top}")
+    return lines
+
+
+def decode_bound(s: dict) -> str:
+    d, st, p = s["decode"], s["decode"]["step"], s["profile"]
+    need = 1000 / (2 * d["baseline_tps"])
+    lean = next(x for x in p["decode"] if x["batch"] == 1)
+    floor = p["step_weight_bytes"] / (p["bandwidth_gbs"] * 1e9) * 1e3
+    return (f"**Single-stream decode** ({d['ratio']:.2f}x; 2x needs a step of at most {need:.1f} ms, it takes "
+            f"{st['step_ms']:.1f} ms). One stream cannot overlap the nodes: each token goes through node1's layers "
+            f"({st['node1_ms']:.1f} ms), the link ({st['cross_ms']:.2f} ms) and node2's step ({st['node2_ms']:.1f} ms) "
+            f"before the next can start. The same code in-process takes {lean['total_ms']:.1f} ms at "
+            f"{lean['threads']} thread(s) (node2's head alone {lean['head_ms']:.1f} ms); in the workers node1's layers "
+            f"take {st['node1_ms']:.1f} ms against {lean['node1_ms']:.1f} ms here and node2's step {st['node2_ms']:.1f} ms "
+            f"against {lean['node2_ms']:.1f} ms, so {st['step_ms'] - lean['total_ms']:.1f} ms of the step is spent "
+            f"outside the bare compute (the link, and each worker running the same code slower than this process"
+            f"). The matmuls are {matmul_share(p):.0%} of the profiled op time. Reading the "
+            f"weights a step touches once at the measured bandwidth takes {floor:.1f} ms; the rest is matmul "
+            f"kernels running below bandwidth at batch 1 on one core: a single stream goes faster only with faster "
+            f"batch-1 matmuls, more cores per step, or a cheaper head.")
+
+
+def matmul_share(p: dict) -> float:
+    ops = p["ops"]
+    return sum(o["matmul_share"] * o["step_ms"] for o in ops) / sum(o["step_ms"] for o in ops)
+
+
+def batch_bound(s: dict) -> str:
+    l8, p = level(s, 8), s["profile"]
+    busy = l8["busy"]
+    lean = next((x for x in p["decode"] if x["batch"] == 8), None)
+    text = (f"**8 clients** ({l8['ratio']:.2f}x of `generate()` batch 8, needs 1.5x; {l8['identical']}/{l8['streams']} "
+            f"streams identical). The stack ran {l8['mean_batch']:.1f} sequences per step in each slot at "
+            f"{l8['step_ms']:.1f} ms a step on node1 (node2's share {l8['node2_ms']:.1f} ms); node1 kept "
+            f"{busy['node1']:.2f} and node2 {busy['node2']:.2f} CPU cores busy.")
+    if lean:
+        text += (f" In-process a batch-8 step costs node1 {lean['node1_ms']:.1f} ms and node2 {lean['node2_ms']:.1f} ms "
+                 f"(the head alone {lean['head_ms']:.1f} ms) at {lean['threads']} thread(s): with the nodes "
+                 f"overlapped, the slower stage sets the pace, at most {8000 / max(lean['node1_ms'], lean['node2_ms']):.0f}"
+                 f" tokens/s.")
+    slow = max(busy, key=busy.get)
+    if busy[slow] > 0.9:
+        text += f" {slow} is saturated: it is the pipeline's bottleneck stage; the other node waits for it."
+    if l8["identical"] < l8["streams"]:
+        text += (f" Streams differ from their single-stream output because batching changes rounding: one "
+                 f"sequence's logits alone vs in a batch of 8 differ by up to {p.get('batch_drift', float('nan')):.3g}"
+                 f" (profile below).")
+    return text
+
+
+def ttft_bound(s: dict) -> str:
+    t, pre = s["ttft"]["long"], s["profile"]["prefill"]
+    by_threads = {d["threads"]: d["total_ms"] for d in pre}
+    text = (f"**Long-prompt TTFT** ({t['ratio']:.2f}x of `generate()`'s {t['baseline_ms']:.0f} ms prefill, limit "
+            f"1.2x). In the stack the prefill step took {t['node1_step_ms']:.0f} ms on node1 including the link, of "
+            f"which node2's step {t['node2_step_ms']:.0f} ms. Prefill is compute-bound: the lean path needs "
+            + ", ".join(f"{ms:.0f} ms at {th} thread(s)" for th, ms in sorted(by_threads.items()))
+            + ". With one thread per node the two halves run one after the other, each on one core, so a single "
+              "prefill never uses both cores while `generate()` does.")
+    return text
+
+
+def cross_bound(s: dict) -> str:
+    st, frame = s["decode"]["step"], s["profile"]["frames"][0]
+    http = st["cross_ms"] - frame["ms"]
+    return (f"**Cross-node cost** ({st['cross_ms']:.2f} ms of a {st['step_ms']:.1f} ms step = "
+            f"{st['cross_ms'] / st['step_ms']:.1%}, limit 5%): link round trip {st['link_ms']:.2f} ms minus node2's "
+            f"step {st['node2_ms']:.2f} ms, for {st['wire_bytes_per_token']:,.0f} bytes on the wire per token. "
+            f"Serializing, sealing, opening and parsing both frames in-process takes {frame['ms']:.2f} ms, so "
+            f"{http:.2f} ms ({http / st['cross_ms']:.0%}) is the HTTP round trip itself: requests on node1, "
+            f"gunicorn and Flask on node2, and the thread hand-offs around them.")
+
+
+def bounds(s: dict, targets) -> list[str]:
+    missed = {t.name.split(" ")[0] for t in targets if not t.met}
+    out = []
+    if "single-stream" in missed:
+        out.append(decode_bound(s))
+    if "8" in missed:
+        out.append(batch_bound(s))
+    if "TTFT" in missed:
+        out.append(ttft_bound(s))
+    if "cross-node" in missed:
+        out.append(cross_bound(s))
+    return out

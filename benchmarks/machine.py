@@ -1,0 +1,53 @@
+"""What the benchmark ran on: cores, CPU model and vector flags, memory, torch and its threads."""
+import os
+import platform
+import subprocess
+
+import psutil
+import torch
+
+INTERESTING_FLAGS = ("avx2", "fma", "avx512", "amx")
+
+
+def cpu_info() -> tuple[str, list[str]]:
+    """-> (model name, the vector-extension flags that decide which matmul kernels torch can use)."""
+    model, flags = platform.processor() or "unknown", []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = value.split()
+                    break
+    except OSError:
+        pass
+    return model, sorted(f for f in flags if f.startswith(INTERESTING_FLAGS))
+
+
+def git_revision(root) -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{rev}{' + uncommitted changes' if dirty else ''}" if rev else "unknown"
+
+
+def describe(root, node_threads: int) -> dict:
+    model, flags = cpu_info()
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "flags": flags,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "baseline_threads": torch.get_num_threads(),
+        "node_threads": node_threads,
+        "python": platform.python_version(),
+        "revision": git_revision(root),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
