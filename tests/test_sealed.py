@@ -91,7 +91,7 @@ class FakeRuntime:
         from shared.identity import raw_public
         return raw_public(self.identity.key)
 
-    def health(self):
+    def health(self, probe: bool = True):
         return {"status": "ok"}, 200
 
     def submit(self, gen):
