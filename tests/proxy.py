@@ -1,4 +1,6 @@
-"""A recording, optionally tampering HTTP proxy between node1 and node2: the host in the middle."""
+"""The host in the middle, as tests play it: a recording HTTP proxy that can rewrite replies and
+corrupt step frames. Used in front of node2 (what crosses between the nodes) and of node1 (what a
+client's traffic shows, and tampered attestation)."""
 import threading
 
 import requests
@@ -7,21 +9,24 @@ from werkzeug.serving import make_server
 
 
 class HostProxy:
-    """Forwards every request to `upstream`, keeps every byte it saw, and can corrupt step frames."""
+    """Forwards every request to `upstream`, keeps every byte it saw, and can alter traffic."""
 
-    def __init__(self, upstream: str, port: int):
-        self.upstream, self.port = upstream.rstrip("/"), port
-        self.seen: list[bytes] = []
-        self.tamper_next_step = False
+    def __init__(self, upstream: str, port: int = 0):
+        self.upstream = upstream.rstrip("/")
+        self.rewrite = None  # (path, reply bytes) -> reply bytes, for 200 replies
+        self.tamper_next_step = False  # flip one bit in the next step frame to node2
+        self.requests: list[tuple[str, str, bytes]] = []  # (method, path, body)
+        self.captured = bytearray()
         self.lock = threading.Lock()
         app = Flask("host-proxy")
+        app.add_url_rule("/", "root", self._forward, methods=["GET", "POST"], defaults={"path": ""})
         app.add_url_rule("/<path:path>", "fwd", self._forward, methods=["GET", "POST"])
         self.server = make_server("127.0.0.1", port, app, threaded=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.server.server_port}"
 
     def __enter__(self):
         self.thread.start()
@@ -32,18 +37,26 @@ class HostProxy:
 
     def capture(self) -> bytes:
         with self.lock:
-            return b"".join(self.seen)
+            return bytes(self.captured)
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [p for _, p, _ in self.requests]
 
     def _forward(self, path: str):
-        body = request.get_data()
+        body = self._maybe_tamper(path, request.get_data())
+        r = requests.request(request.method, f"{self.upstream}/{path}", params=request.args, data=body, timeout=300,
+                             headers={"Content-Type": request.headers.get("Content-Type", "")})
+        reply = self.rewrite(path, r.content) if self.rewrite and r.status_code == 200 else r.content
         with self.lock:
-            # Only a frame that carries a step (the routing header is plaintext), not a close-only frame.
+            self.requests.append((request.method, path, body))
+            self.captured += body + reply
+        return Response(reply, status=r.status_code, content_type=r.headers.get("Content-Type"))
+
+    def _maybe_tamper(self, path: str, body: bytes) -> bytes:
+        with self.lock:
+            # Only a frame that carries a step (its routing header is plaintext), not a close-only one.
             if path == "v1/step" and self.tamper_next_step and b'"sessions":[{' in body:
                 self.tamper_next_step = False
-                body = body[:-20] + bytes([body[-20] ^ 0x01]) + body[-19:]
-            self.seen.append(body)
-        r = requests.request(request.method, f"{self.upstream}/{path}", params=request.args, data=body,
-                             headers={"Content-Type": request.headers.get("Content-Type", "")}, timeout=300)
-        with self.lock:
-            self.seen.append(r.content)
-        return Response(r.content, status=r.status_code, content_type=r.headers.get("Content-Type"))
+                return body[:-20] + bytes([body[-20] ^ 0x01]) + body[-19:]
+        return body

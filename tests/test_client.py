@@ -1,6 +1,6 @@
 """`python -m client chat`: verifies both nodes, seals the prompt, streams the reply; refuses tampered evidence.
 
-The slow tests run the real CLI against real processes, with a host in the middle (`NodeProxy`) in front of
+The slow tests run the real CLI against real processes, with a host in the middle (`tests.proxy.HostProxy`) in front of
 node1 that records every byte and can rewrite what node1 answers.
 """
 import json
@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,9 +15,6 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from flask import Flask, Response, request
-from werkzeug.serving import make_server
-
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from attestation.errors import PolicyError
@@ -26,52 +22,12 @@ from attestation.policy import sign_policy
 from client.attest import VerificationFailed, attest, pinned_policy, require_verified
 from shared.identity import raw_public
 from tests.e2e import start_stack
+from tests.proxy import HostProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "What is the capital of France?"
 SECRET = "the launch code is 5512-alpha"
 MAX_TOKENS = 24
-
-
-class NodeProxy:
-    """The host in the middle, in front of node1: forwards everything, keeps every byte, may rewrite replies."""
-
-    def __init__(self, upstream: str):
-        self.upstream = upstream.rstrip("/")
-        self.rewrite = None  # (path, reply bytes) -> reply bytes
-        self.requests: list[tuple[str, str, bytes]] = []  # (method, path, body)
-        self.captured = bytearray()
-        self.lock = threading.Lock()
-        app = Flask("node1-proxy")
-        app.add_url_rule("/", "root", self._forward, methods=["GET", "POST"], defaults={"path": ""})
-        app.add_url_rule("/<path:path>", "fwd", self._forward, methods=["GET", "POST"])
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-
-    def paths(self) -> list[str]:
-        with self.lock:
-            return [p for _, p, _ in self.requests]
-
-    def _forward(self, path: str):
-        body = request.get_data()
-        r = requests.request(request.method, f"{self.upstream}/{path}", params=request.args, data=body, timeout=300,
-                             headers={"Content-Type": request.headers.get("Content-Type", "")})
-        reply = self.rewrite(path, r.content) if self.rewrite and r.status_code == 200 else r.content
-        with self.lock:
-            self.requests.append((request.method, path, body))
-            self.captured += body + reply
-        return Response(reply, status=r.status_code, content_type=r.headers.get("Content-Type"))
 
 
 def _edit_attestation(edit):
@@ -244,7 +200,7 @@ def test_client_verifies_both_nodes_and_streams_the_greedy_reply(stack, release_
 
 @pytest.mark.slow
 def test_the_host_in_the_middle_sees_only_ciphertext(stack, release_dir):
-    with NodeProxy(stack.url("node1")) as host:
+    with HostProxy(stack.url("node1")) as host:
         out = run_client(host.url, release_dir, "--prompt", SECRET)
         assert out.returncode == 0, out.stderr
         reply = replies(out.stdout)[0]
@@ -275,7 +231,7 @@ def test_with_only_the_pinned_key_the_client_checks_the_served_policy(stack, key
 @pytest.mark.parametrize("tamper", list(TAMPERS))
 def test_tampered_evidence_is_refused_before_anything_is_sent(stack, key_only_dir, tamper):
     rewrite, named = TAMPERS[tamper]
-    with NodeProxy(stack.url("node1")) as host:
+    with HostProxy(stack.url("node1")) as host:
         host.rewrite = rewrite
         out = run_client(host.url, key_only_dir, "--prompt", SECRET)
         assert "v1/sealed/generate" not in host.paths()
@@ -286,7 +242,7 @@ def test_tampered_evidence_is_refused_before_anything_is_sent(stack, key_only_di
 
 @pytest.mark.slow
 def test_insecure_plain_skips_the_checks_and_says_so_loudly(stack, release_dir):
-    with NodeProxy(stack.url("node1")) as host:
+    with HostProxy(stack.url("node1")) as host:
         host.rewrite = TAMPERS["node1 key swapped"][0]
         out = run_client(host.url, release_dir, "--insecure-plain", "--prompt", PROMPT)
         assert host.paths() == ["generate"]  # not even an attestation request
@@ -296,7 +252,7 @@ def test_insecure_plain_skips_the_checks_and_says_so_loudly(stack, release_dir):
 
 @pytest.mark.slow
 def test_interactive_mode_keeps_the_conversation(stack, release_dir):
-    with NodeProxy(stack.url("node1")) as host:
+    with HostProxy(stack.url("node1")) as host:
         out = run_client(host.url, release_dir, stdin="Name a colour.\n\nName another one.\n")
         sealed = [json.loads(body) for _, path, body in host.requests if path == "v1/sealed/generate"]
     assert out.returncode == 0, out.stderr

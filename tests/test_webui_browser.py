@@ -15,7 +15,8 @@ from attestation.evidence import canonical_json
 from attestation.providers.simulated import SimulatedAttester
 from attestation.release import release_public_key
 from tests.e2e import start_stack
-from tests.test_client import TAMPERS, NodeProxy, SimulatedRelease, alter_node2_measurement, own_ports, swap_node1_key
+from tests.proxy import HostProxy
+from tests.test_client import TAMPERS, SimulatedRelease, alter_node2_measurement, own_ports, swap_node1_key
 from tests.test_sealed import HPKE_VECTOR_JS, RFC9180_A1
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,7 +244,7 @@ import("/webui/vendor/hpke-core/esm/mod.js").then((lib) => rfcVector(lib, argume
 @pytest.mark.parametrize("tamper", list(TAMPERS))
 def test_tampered_evidence_shows_red_and_nothing_is_sent(stack, browser, release_dir, tamper):
     rewrite, named = TAMPERS[tamper]
-    with NodeProxy(stack.url("node1")) as host:
+    with HostProxy(stack.url("node1")) as host:
         host.rewrite = rewrite
         assert open_page(browser, host.url, release_dir) == "failed"
         status = js(browser, "return document.getElementById('status').textContent")
