@@ -60,7 +60,8 @@ class Engine:
                 row += e["n"]
             if live and errors:  # drop the rows of refused sessions; the others still run
                 hidden = hidden[torch.cat(rows)]
-            tokens = self._forward(hidden, live) if live else {}
+            with self.settings.threads_for(hidden.shape[0]):
+                tokens = self._forward(hidden, live) if live else {}
             self.steps += 1
         results = [{"id": e["id"], "step": e["step"], "ok": e["id"] in tokens} for e in entries]
         return results, [tokens.get(e["id"], 0) for e in entries], errors

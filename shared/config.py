@@ -2,6 +2,8 @@
 
 Only entry points pass `os.environ` in; every other module receives a frozen, validated config.
 """
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -10,6 +12,7 @@ import torch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TEE_KINDS = ("simulated", "tdx", "sev-snp", "dstack")
+PREFILL_TOKENS = 64  # steps with at least this many tokens are compute-bound enough to use more threads
 
 
 class ConfigError(ValueError):
@@ -45,6 +48,9 @@ class ModelSettings:
     device: str = "cpu"
     dtype: str = "float32"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    # Threads for a step of many tokens (a prefill): the nodes take turns on a prompt, so the one
+    # working can use every core. 0 = all cores.
+    prefill_threads: int = 0
     max_input_tokens: int = 2048
     max_new_tokens: int = 1024  # the largest `max_tokens` a request may ask for
     max_batch: int = 16  # sequences in one step across both nodes
@@ -59,8 +65,21 @@ class ModelSettings:
         for name in ("max_input_tokens", "max_new_tokens", "max_batch"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
-        if self.threads < 0:
-            raise ConfigError("TWINTEE_THREADS must be >= 0")
+        if self.threads < 0 or self.prefill_threads < 0:
+            raise ConfigError("TWINTEE_THREADS and TWINTEE_PREFILL_THREADS must be >= 0")
+
+    @contextmanager
+    def threads_for(self, n_tokens: int):
+        """Runs a step with all cores when it is a prefill-sized step, else with the decode setting."""
+        if n_tokens < PREFILL_TOKENS:
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.prefill_threads or os.cpu_count() or 1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -76,6 +95,7 @@ class ModelSettings:
             device=env_str(env, "TWINTEE_DEVICE", "cpu"),
             dtype=env_str(env, "TWINTEE_DTYPE", "float32"),
             threads=env_int(env, "TWINTEE_THREADS", 0),
+            prefill_threads=env_int(env, "TWINTEE_PREFILL_THREADS", 0),
             max_input_tokens=env_int(env, "TWINTEE_MAX_INPUT_TOKENS", 2048),
             max_new_tokens=env_int(env, "TWINTEE_MAX_NEW_TOKENS", 1024),
             max_batch=env_int(env, "TWINTEE_MAX_BATCH", 16),
