@@ -56,3 +56,20 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(cfg).eval().save_pretrained(folder)
     return folder
+
+
+def run_concurrently(fn, n: int = 8) -> None:
+    """Starts `fn` on n threads released together by a barrier, and waits for all of them."""
+    import threading
+
+    barrier = threading.Barrier(n)
+
+    def start():
+        barrier.wait()
+        fn()
+
+    threads = [threading.Thread(target=start) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

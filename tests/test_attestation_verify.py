@@ -2,7 +2,6 @@
 import hashlib
 import json
 import stat
-import threading
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from attestation.providers.dstack import replay_rtmr
 from attestation.providers.simulated import SimulatedAttester, init_simulated_platform
 from attestation.release import bless, release_public_key, security_config
 from attestation.verify import NonceBook, Verifier
+from tests.conftest import run_concurrently
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "tee-samples"
 NOW = 1_751_000_000.0
@@ -233,21 +233,16 @@ def test_nonce_book_is_bounded():
 
 def test_nonce_consumed_once_under_concurrency():
     book = NonceBook()
-    nonce, wins, barrier = book.issue(), [], threading.Barrier(8)
+    nonce, wins = book.issue(), []
 
     def race():
-        barrier.wait()
         try:
             book.consume(nonce)
             wins.append(1)
         except AttestationError:
             pass
 
-    threads = [threading.Thread(target=race) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_concurrently(race)
     assert len(wins) == 1
 
 

@@ -1,6 +1,5 @@
 """Tests for sealing and opening frames: every tampering, replay and reorder is refused."""
 import os
-import threading
 
 import pytest
 
@@ -8,6 +7,7 @@ from shared import channel as channel_module
 from shared import wire
 from shared.channel import ChannelExpired, FrameRejected, SealedChannel
 from shared.handshake import ChannelKeys
+from tests.conftest import run_concurrently
 
 SESSION = "0123456789abcdef0123456789abcdef"
 OTHER_SESSION = "fedcba9876543210fedcba9876543210"
@@ -166,11 +166,7 @@ def test_concurrent_opens_accept_each_frame_once(node1, node2):
         except FrameRejected:
             pass
 
-    threads = [threading.Thread(target=try_open) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_concurrently(try_open)
     assert len(accepted) == 1 and node2.rejected == {"replay": 7}
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from attestation.errors import ProviderError
 from attestation.evidence import hardware_report_data, make_body
-from attestation.tdx import QuoteError, parse_measurements
+from attestation.providers.quote_binding import bound_measurements
 
 KERNEL_PROVIDERS = {"tdx": "tdx_guest", "sev-snp": "sev_guest"}
 EVIDENCE_FIELD = {"tdx": "quote", "sev-snp": "report"}
@@ -35,17 +35,8 @@ class ConfigfsTsmAttester:
         body = make_body(self.tee_type, m, report_data, self._clock(), debug=False)
         outblob = self._report(inblob)
         if self.tee_type == "tdx":
-            self._check_tdx(outblob, inblob)
+            bound_measurements(outblob, inblob, "the kernel")
         return {**body, EVIDENCE_FIELD[self.tee_type]: outblob.hex()}
-
-    def _check_tdx(self, quote: bytes, inblob: bytes) -> None:
-        # A quote for someone else's inblob means the entry was shared or the kernel misbehaved.
-        try:
-            quoted = parse_measurements(quote)
-        except QuoteError as e:
-            raise ProviderError(f"kernel returned an unparseable TDX quote: {e.detail}") from None
-        if quoted["report_data"] != inblob.hex():
-            raise ProviderError("kernel quote carries different report data than requested")
 
     def _report(self, inblob: bytes) -> bytes:
         entry = self._root / f"twintee-{secrets.token_hex(8)}"

@@ -8,7 +8,7 @@ from dstack_sdk import DstackClient
 
 from attestation.errors import EvidenceError, ProviderError
 from attestation.evidence import hardware_report_data, make_body
-from attestation.tdx import QuoteError, parse_measurements
+from attestation.providers.quote_binding import bound_measurements
 
 RTMR_BYTES = 48
 MAX_EVENTS = 4096
@@ -75,12 +75,7 @@ class DstackAttester:
         blob = hardware_report_data(report_data, m["role"], m["measurement"])
         body = make_body(self.tee_type, m, report_data, self._clock(), debug=False)
         quote, events = self._get_quote(blob)
-        try:
-            quoted = parse_measurements(quote)
-        except QuoteError as e:
-            raise ProviderError(f"dstack agent returned an unparseable quote: {e.detail}") from None
-        if quoted["report_data"] != blob.hex():
-            raise ProviderError("dstack quote carries different report data than requested")
+        quoted = bound_measurements(quote, blob, "the dstack agent")
         if not event_log_matches(events, quoted["rtmr3"]):
             raise ProviderError("dstack event log does not replay to the quoted RTMR3")
         return {**body, "quote": quote.hex(), "event_log": events}
