@@ -76,7 +76,8 @@ def load_part(release: Release, role: str, settings: ModelSettings, open_shard=N
     """-> (Part, load stats). Only this role's shard is read; weights are fused as they are loaded."""
     t0, rss0 = time.perf_counter(), rss_bytes()
     state = st_load(shard_bytes(release, role, open_shard))
-    part = build_part(role, release.spec, release.split_layer, state, settings.torch_dtype, settings.max_positions)
+    part = build_part(role, release.spec, release.split_layer, state, settings.torch_dtype, settings.max_positions,
+                      settings.device)
     if settings.device != "cpu":
         part = _to_device(part, settings.device)
     release_freed_memory()

@@ -1,8 +1,8 @@
 """A node's part of a Llama-family decoder as plain functions over tensors: the lean path.
 
-Weights are fused (q|k|v and gate|up) and pre-transposed at load so every projection is one
-`x @ W` on a contiguous matrix; all sequences of a step share those matmuls and only attention
-runs per sequence, against that sequence's preallocated cache.
+Weights are fused (q|k|v and gate|up) and laid out for the fast GEMM at load (shared.linear) so
+every projection is one call; all sequences of a step share those matmuls and only attention runs
+per sequence, against that sequence's preallocated cache.
 """
 from dataclasses import dataclass
 
@@ -10,18 +10,19 @@ import torch
 import torch.nn.functional as F
 
 from shared.kv import SessionCache
+from shared.linear import linear
 from shared.spec import ModelSpec
 
 
 @dataclass
 class Layer:
     ln1: torch.Tensor  # [D]
-    wqkv: torch.Tensor  # [D, (H + 2 Hkv) hd]
+    wqkv: torch.Tensor  # [(H + 2 Hkv) hd, D], as shared.linear.prepare lays it out (so are the others)
     bqkv: torch.Tensor | None  # [(H + 2 Hkv) hd] (Qwen2 only)
-    wo: torch.Tensor  # [H hd, D]
+    wo: torch.Tensor  # [D, H hd]
     ln2: torch.Tensor  # [D]
-    wgu: torch.Tensor  # [D, 2F]
-    wdown: torch.Tensor  # [F, D]
+    wgu: torch.Tensor  # [2F, D]
+    wdown: torch.Tensor  # [D, F]
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Part:
     layers: list[Layer]
     embed: torch.Tensor | None  # [V, D]
     norm: torch.Tensor | None  # [D]
-    head: torch.Tensor | None  # [D, V]
+    head: torch.Tensor | None  # [V, D]
     cos: torch.Tensor  # [P, hd]
     sin: torch.Tensor  # [P, hd]
 
@@ -99,9 +100,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq: Seq, li: int,
 def layer_forward(x: torch.Tensor, layer: Layer, li: int, spec: ModelSpec, cos, sin, seqs: list[Seq]) -> torch.Tensor:
     # x: [N, D], N = sum of the sequences' new tokens
     n_tok, hd = x.shape[0], spec.head_dim
-    qkv = rms_norm(x, layer.ln1, spec.eps) @ layer.wqkv  # [N, (H + 2 Hkv) hd]
-    if layer.bqkv is not None:
-        qkv = qkv + layer.bqkv
+    qkv = linear(rms_norm(x, layer.ln1, spec.eps), layer.wqkv, layer.bqkv)  # [N, (H + 2 Hkv) hd]
     q, k, v = qkv.split([spec.heads * hd, spec.kv_heads * hd, spec.kv_heads * hd], dim=-1)
     q = apply_rope(q.view(n_tok, spec.heads, hd), cos, sin)
     k = apply_rope(k.view(n_tok, spec.kv_heads, hd), cos, sin)
@@ -112,9 +111,9 @@ def layer_forward(x: torch.Tensor, layer: Layer, li: int, spec: ModelSpec, cos, 
         end = start + seq.n
         attn[start:end] = attend(q[start:end], k[start:end], v[start:end], seq, li, hd**-0.5)
         start = end
-    x = x + attn @ layer.wo
-    gate, up = (rms_norm(x, layer.ln2, spec.eps) @ layer.wgu).split(spec.intermediate, dim=-1)  # [N, F] each
-    return x + (F.silu(gate) * up) @ layer.wdown
+    x = x + linear(attn, layer.wo)
+    gate, up = linear(rms_norm(x, layer.ln2, spec.eps), layer.wgu).split(spec.intermediate, dim=-1)  # [N, F] each
+    return x + linear(F.silu(gate) * up, layer.wdown)
 
 
 def positions_of(seqs: list[Seq]) -> torch.Tensor:
@@ -143,4 +142,4 @@ def embed(part: Part, ids: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def logits(part: Part, x: torch.Tensor) -> torch.Tensor:
     # x: [B, D] (each sequence's last position) -> [B, V] in float32 for sampling
-    return (rms_norm(x, part.norm, part.spec.eps) @ part.head).float()
+    return linear(rms_norm(x, part.norm, part.spec.eps), part.head).float()

@@ -1,5 +1,7 @@
-"""Turns one node's shard (a state dict in transformers' names) into the fused, pre-transposed Part."""
+"""Turns one node's shard (a state dict in transformers' names) into the fused Part, laid out for its device."""
 import torch
+
+from shared.linear import prepare
 
 from shared.model import Layer, Part, rope_tables
 from shared.spec import ModelSpec
@@ -32,7 +34,7 @@ def _take(sd: dict, key: str, dtype: torch.dtype) -> torch.Tensor:
     return sd.pop(key).to(dtype)
 
 
-def fuse_layer(sd: dict, i: int, dtype: torch.dtype) -> Layer:
+def fuse_layer(sd: dict, i: int, dtype: torch.dtype, device: str) -> Layer:
     p = f"model.layers.{i}."
     qkv = [_take(sd, f"{p}self_attn.{n}_proj.weight", dtype) for n in "qkv"]
     has_bias = f"{p}self_attn.q_proj.bias" in sd
@@ -40,22 +42,26 @@ def fuse_layer(sd: dict, i: int, dtype: torch.dtype) -> Layer:
     gate_up = [_take(sd, f"{p}mlp.{n}_proj.weight", dtype) for n in ("gate", "up")]
     return Layer(
         ln1=_take(sd, f"{p}input_layernorm.weight", dtype),
-        wqkv=torch.cat(qkv).t().contiguous(),  # [D, (H + 2 Hkv) hd]
+        wqkv=prepare(torch.cat(qkv), device),  # [(H + 2 Hkv) hd, D]
         bqkv=bias,
-        wo=_take(sd, f"{p}self_attn.o_proj.weight", dtype).t().contiguous(),
+        wo=prepare(_take(sd, f"{p}self_attn.o_proj.weight", dtype), device),
         ln2=_take(sd, f"{p}post_attention_layernorm.weight", dtype),
-        wgu=torch.cat(gate_up).t().contiguous(),  # [D, 2F]
-        wdown=_take(sd, f"{p}mlp.down_proj.weight", dtype).t().contiguous(),
+        wgu=prepare(torch.cat(gate_up), device),  # [2F, D]
+        wdown=prepare(_take(sd, f"{p}mlp.down_proj.weight", dtype), device),
     )
 
 
-def build_part(role: str, spec: ModelSpec, split_layer: int, sd: dict, dtype: torch.dtype, max_positions: int) -> Part:
-    """Consumes `sd` (tensors are popped as they are fused, so peak memory stays near one copy)."""
+def build_part(role: str, spec: ModelSpec, split_layer: int, sd: dict, dtype: torch.dtype, max_positions: int,
+               device: str = "cpu") -> Part:
+    """Consumes `sd` (tensors are popped as they are fused, so peak memory stays near one copy).
+
+    The projections are placed on `device` here; the small tensors are moved by the caller.
+    """
     expected = set(shard_keys(role, spec, split_layer))
     if set(sd) != expected:
         missing, extra = sorted(expected - set(sd))[:3], sorted(set(sd) - expected)[:3]
         raise ShardMismatch(f"{role} shard does not match its role: missing {missing}, unexpected {extra}")
-    layers = [fuse_layer(sd, i, dtype) for i in layer_range(role, spec, split_layer)]
+    layers = [fuse_layer(sd, i, dtype, device) for i in layer_range(role, spec, split_layer)]
     cos, sin = rope_tables(spec, max_positions, dtype)
     is_head = role == "node2"
     return Part(
@@ -64,7 +70,7 @@ def build_part(role: str, spec: ModelSpec, split_layer: int, sd: dict, dtype: to
         layers=layers,
         embed=None if is_head else _take(sd, "model.embed_tokens.weight", dtype),
         norm=_take(sd, "model.norm.weight", dtype) if is_head else None,
-        head=_take(sd, "lm_head.weight", dtype).t().contiguous() if is_head else None,  # [D, V]
+        head=prepare(_take(sd, "lm_head.weight", dtype), device) if is_head else None,  # [V, D]
         cos=cos,
         sin=sin,
     )
