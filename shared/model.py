@@ -10,19 +10,19 @@ import torch
 import torch.nn.functional as F
 
 from shared.kv import SessionCache
-from shared.linear import linear
+from shared.linear import Weight, linear
 from shared.spec import ModelSpec
 
 
 @dataclass
 class Layer:
     ln1: torch.Tensor  # [D]
-    wqkv: torch.Tensor  # [(H + 2 Hkv) hd, D], as shared.linear.prepare lays it out (so are the others)
+    wqkv: Weight  # [(H + 2 Hkv) hd, D]
     bqkv: torch.Tensor | None  # [(H + 2 Hkv) hd] (Qwen2 only)
-    wo: torch.Tensor  # [D, H hd]
+    wo: Weight  # [D, H hd]
     ln2: torch.Tensor  # [D]
-    wgu: torch.Tensor  # [2F, D]
-    wdown: torch.Tensor  # [D, F]
+    wgu: Weight  # [2F, D]
+    wdown: Weight  # [D, F]
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Part:
     layers: list[Layer]
     embed: torch.Tensor | None  # [V, D]
     norm: torch.Tensor | None  # [D]
-    head: torch.Tensor | None  # [V, D]
+    head: Weight | None  # [V, D]
     cos: torch.Tensor  # [P, hd]
     sin: torch.Tensor  # [P, hd]
 
@@ -44,7 +44,7 @@ class Part:
 
     def weight_bytes(self) -> int:
         tensors = [self.embed, self.norm, self.head] + [t for l in self.layers for t in vars(l).values()]
-        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+        return sum(t.nbytes for t in tensors if t is not None)
 
 
 @dataclass

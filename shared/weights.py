@@ -1,7 +1,7 @@
 """Turns one node's shard (a state dict in transformers' names) into the fused Part, laid out for its device."""
 import torch
 
-from shared.linear import prepare
+from shared.linear import Weight
 
 from shared.model import Layer, Part, rope_tables
 from shared.spec import ModelSpec
@@ -42,12 +42,12 @@ def fuse_layer(sd: dict, i: int, dtype: torch.dtype, device: str) -> Layer:
     gate_up = [_take(sd, f"{p}mlp.{n}_proj.weight", dtype) for n in ("gate", "up")]
     return Layer(
         ln1=_take(sd, f"{p}input_layernorm.weight", dtype),
-        wqkv=prepare(torch.cat(qkv), device),  # [(H + 2 Hkv) hd, D]
+        wqkv=Weight(torch.cat(qkv), device),  # [(H + 2 Hkv) hd, D]
         bqkv=bias,
-        wo=prepare(_take(sd, f"{p}self_attn.o_proj.weight", dtype), device),
+        wo=Weight(_take(sd, f"{p}self_attn.o_proj.weight", dtype), device),
         ln2=_take(sd, f"{p}post_attention_layernorm.weight", dtype),
-        wgu=prepare(torch.cat(gate_up), device),  # [2F, D]
-        wdown=prepare(_take(sd, f"{p}mlp.down_proj.weight", dtype), device),
+        wgu=Weight(torch.cat(gate_up), device),  # [2F, D]
+        wdown=Weight(_take(sd, f"{p}mlp.down_proj.weight", dtype), device),
     )
 
 
@@ -70,7 +70,7 @@ def build_part(role: str, spec: ModelSpec, split_layer: int, sd: dict, dtype: to
         layers=layers,
         embed=None if is_head else _take(sd, "model.embed_tokens.weight", dtype),
         norm=_take(sd, "model.norm.weight", dtype) if is_head else None,
-        head=prepare(_take(sd, "lm_head.weight", dtype), device) if is_head else None,  # [V, D]
+        head=Weight(_take(sd, "lm_head.weight", dtype), device) if is_head else None,  # [V, D]
         cos=cos,
         sin=sin,
     )
