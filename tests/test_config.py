@@ -34,3 +34,28 @@ def test_configs_are_frozen():
     with pytest.raises(AttributeError):
         c.kind = "tdx"
     assert str(c.data_dir) == "/tmp/x"
+
+
+def test_every_step_sets_the_computing_threads_own_torch_threads():
+    # OpenMP keeps the count per thread: a request thread must get the decode setting on each step,
+    # and a prefill's all-cores setting must not leak into the decode steps that follow it.
+    import threading
+
+    import torch
+
+    settings, seen = ModelSettings(threads=1, prefill_threads=2), []
+
+    def steps():
+        with settings.threads_for(400):
+            seen.append(torch.get_num_threads())
+        with settings.threads_for(1):
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    try:
+        t = threading.Thread(target=steps)
+        t.start()
+        t.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [2, 1]
