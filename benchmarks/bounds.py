@@ -46,8 +46,9 @@ def decode_bound(s: dict) -> str:
             f"outside the bare compute (the link, and each worker running the same code slower than this process"
             f"). The matmuls are {matmul_share(p):.0%} of the profiled op time. Reading the "
             f"weights a step touches once at the measured bandwidth takes {floor:.1f} ms; the rest is matmul "
-            f"kernels running below bandwidth at batch 1 on one core: a single stream goes faster only with faster "
-            f"batch-1 matmuls, more cores per step, or a cheaper head.")
+            f"kernels running below bandwidth at batch 1 on one core, and a second core per step buys little (the "
+            f"2-thread line below): a single stream goes faster only with faster small-batch matmuls, a cheaper "
+            f"head, or more tokens per step (speculative decoding: a step of 4 rows costs what a step of 1 does).")
 
 
 def matmul_share(p: dict) -> float:

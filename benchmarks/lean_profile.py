@@ -16,7 +16,8 @@ from shared.kv import SessionCache
 from shared.spec import ModelSpec
 from shared.weights import ROLES, build_part, shard_keys
 
-MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"}
+# The projections run as oneDNN linears (shared.linear); bmm is a new token's attention.
+MATMUL_OPS = {"mkldnn::_linear_pointwise", "aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"}
 CONTEXT = 64  # cached positions behind each decode step: a short chat turn
 
 
@@ -124,10 +125,9 @@ def read_bandwidth_gbs(n_threads: int, mb: int = 256) -> float:
 def batch_drift(parts, batch: int = 8, prompt: int = 1) -> float:
     """Max |difference| of one sequence's logits computed alone vs inside a batch of `batch` sequences.
 
-    With one token per sequence, as in a decode step: a single row takes matrix-vector kernels, a
-    batch takes matrix-matrix kernels, and the two may round differently.
-
-    0.0 means batching cannot change a stream's tokens; anything else can flip a near-tied greedy pick.
+    With one token per sequence, as in a decode step. shared.linear keeps a row's summation order
+    the same in any batch and attention runs per sequence, so this should read 0.0: batching
+    cannot change a stream's tokens. Anything else could flip a near-tied greedy pick.
     """
     ids = torch.randint(0, parts["node1"].spec.vocab, (batch, prompt), generator=torch.Generator().manual_seed(0))
 
