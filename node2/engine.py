@@ -43,8 +43,11 @@ class Engine:
         with self.lock:
             self.sessions.clear()
 
-    def step(self, entries: list[dict], hidden: torch.Tensor, opens: dict, close: list[str]):
-        """-> (results [{id, step, ok}], token ids (0 where not ok), errors {id: message})."""
+    def step(self, entries: list[dict], hidden: torch.Tensor, opens: dict, close: list[str], observe=None):
+        """-> (results [{id, step, ok}], token ids (0 where not ok), errors {id: message}).
+
+        `observe(seconds)` receives the step's compute time, without the wait for another channel's step.
+        """
         with self.lock:
             for sid in close:
                 self.sessions.pop(sid, None)
@@ -60,8 +63,11 @@ class Engine:
                 row += e["n"]
             if live and errors:  # drop the rows of refused sessions; the others still run
                 hidden = hidden[torch.cat(rows)]
+            t0 = time.perf_counter()
             with self.settings.threads_for(hidden.shape[0]):
                 tokens = self._forward(hidden, live) if live else {}
+            if live and observe:
+                observe(time.perf_counter() - t0)
             self.steps += 1
         results = [{"id": e["id"], "step": e["step"], "ok": e["id"] in tokens} for e in entries]
         return results, [tokens.get(e["id"], 0) for e in entries], errors
