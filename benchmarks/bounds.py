@@ -34,21 +34,31 @@ def profile_lines(p: dict) -> list[str]:
 def decode_bound(s: dict) -> str:
     d, st, p = s["decode"], s["decode"]["step"], s["profile"]
     need = 1000 / (2 * d["baseline_tps"])
-    lean = next(x for x in p["decode"] if x["batch"] == 1)
+    lean = next(x for x in p["decode"] if x["batch"] == 1)  # the first: at the nodes' thread count
     floor = p["step_weight_bytes"] / (p["bandwidth_gbs"] * 1e9) * 1e3
-    return (f"**Single-stream decode** ({d['ratio']:.2f}x; 2x needs a step of at most {need:.1f} ms, it takes "
+    outside = st["step_ms"] - lean["total_ms"]
+    text = (f"**Single-stream decode** ({d['ratio']:.2f}x; 2x needs a step of at most {need:.1f} ms, it takes "
             f"{st['step_ms']:.1f} ms). One stream cannot overlap the nodes: each token goes through node1's layers "
             f"({st['node1_ms']:.1f} ms), the link ({st['cross_ms']:.2f} ms) and node2's step ({st['node2_ms']:.1f} ms) "
             f"before the next can start. The same code in-process takes {lean['total_ms']:.1f} ms at "
-            f"{lean['threads']} thread(s) (node2's head alone {lean['head_ms']:.1f} ms); in the workers node1's layers "
-            f"take {st['node1_ms']:.1f} ms against {lean['node1_ms']:.1f} ms here and node2's step {st['node2_ms']:.1f} ms "
-            f"against {lean['node2_ms']:.1f} ms, so {st['step_ms'] - lean['total_ms']:.1f} ms of the step is spent "
-            f"outside the bare compute (the link, and each worker running the same code slower than this process"
-            f"). The matmuls are {matmul_share(p):.0%} of the profiled op time. Reading the "
-            f"weights a step touches once at the measured bandwidth takes {floor:.1f} ms; the rest is matmul "
-            f"kernels running below bandwidth at batch 1 on one core, and a second core per step buys little (the "
-            f"2-thread line below): a single stream goes faster only with faster small-batch matmuls, a cheaper "
-            f"head, or more tokens per step (speculative decoding: a step of 4 rows costs what a step of 1 does).")
+            f"{lean['threads']} thread(s) (node2's head alone {lean['head_ms']:.1f} ms)")
+    if outside >= 0:
+        text += (f", so {outside:.1f} ms of the step is spent outside the bare compute (the link, and the workers "
+                 f"running the same code slower than this process).")
+    else:
+        text += (f", {-outside:.1f} ms more than the whole step in the workers: the machine's speed drifted "
+                 f"between the run's phases (the profile comes last), so here the profile bounds the shape of "
+                 f"the compute, not its absolute time.")
+    return text + (
+        f" The matmuls are {matmul_share(p):.0%} of the profiled op time. Reading the weights a step touches "
+        f"once at the measured bandwidth takes {floor:.1f} ms; the rest is matmul kernels running below "
+        f"bandwidth at small batches on one core. A second thread shortens the step in this one process (the "
+        f"2-thread line below) but barely across the two node processes taking turns, measured by hand: the stack "
+        f"with TWINTEE_THREADS=2 decoded 17.3 tokens/s against 18.6 with 1, and two processes passing a step "
+        f"back and forth computed their halves in 23.9 / 26.2 ms on two threads each against 23.4 / 29.0 ms "
+        f"on one (-4%). What is left for one stream is more tokens per step: a step of 4 rows costs what a step "
+        f"of 1 does, but prompt-lookup drafting accepted only 1.00-1.15 tokens per step on the decode and concurrent prompts "
+        f"(simulated on generate()'s own outputs).")
 
 
 def matmul_share(p: dict) -> float:
