@@ -5,7 +5,7 @@ from pathlib import Path
 from flask import Flask, Response, jsonify, request, send_from_directory
 
 from node1.config import Node1Config
-from node1.generate import Run, complete, sse_events
+from node1.generate import Run, complete, require_ready, sse_events
 from node1.request import BadRequest, parse_generate
 from node1.runtime import Node1Runtime
 from node1.scheduler import GenerationFailed
@@ -24,12 +24,6 @@ def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> F
     install_error_handlers(app)
     register_sealed(app, rt)
 
-    def ready() -> Node1Runtime:
-        body, status = rt.health(probe=False)  # a dead node2 shows at the first step anyway
-        if status != 200:
-            raise ApiError(503, f"not ready: {body['reason']}")
-        return rt
-
     @app.get("/health")
     def health():
         body, status = rt.health()
@@ -40,7 +34,7 @@ def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> F
         body = json_body(request, config.max_body_bytes)
         try:
             req = parse_generate(body, config.model.max_new_tokens)
-            r = ready()
+            r = require_ready(rt)
             prompt_ids = r.codec.encode_chat(req.messages, config.model.max_input_tokens)
         except (BadRequest, PromptTooLong) as exc:
             raise ApiError(400, str(exc)) from None

@@ -6,8 +6,18 @@ import time
 from node1.request import GenerateRequest
 from node1.scheduler import Finished, Generation, GenerationFailed
 from node1.text import TextStream
+from shared.http import ApiError
 
 TOKEN_WAIT_S = 300.0  # a step never takes this long; past it the pipeline is stuck, not slow
+
+
+def require_ready(rt):
+    """The runtime, if it can serve a generation now; else a 503 naming why. Does not probe node2:
+    a dead node2 shows at the first step anyway."""
+    body, status = rt.health(probe=False)
+    if status != 200:
+        raise ApiError(503, f"not ready: {body['reason']}")
+    return rt
 
 
 class Run:

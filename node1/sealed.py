@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import Flask, Response, jsonify, request
 
-from node1.generate import Run, sse_events
+from node1.generate import Run, require_ready, sse_events
 from node1.request import BadRequest, parse_generate
 from node1.text import PromptTooLong
 from shared.http import ApiError, json_body
@@ -117,7 +117,7 @@ class SealedApi:
         try:
             inner, key = open_request(body, r.identity.key)
             req = parse_generate({**inner, "stream": True}, config.model.max_new_tokens)
-            prompt_ids = _ready(r).codec.encode_chat(req.messages, config.model.max_input_tokens)
+            prompt_ids = require_ready(r).codec.encode_chat(req.messages, config.model.max_input_tokens)
         except SealedRequestError as exc:
             raise ApiError(400, str(exc)) from None
         except (BadRequest, PromptTooLong) as exc:
@@ -143,13 +143,6 @@ def _loaded(rt):
     """The runtime once its identity and release are loaded (attestation needs no link to node2)."""
     if rt.state != "ready":
         raise ApiError(503, f"node1 is not ready: {rt.reason}")
-    return rt
-
-
-def _ready(rt):
-    body, status = rt.health(probe=False)
-    if status != 200:
-        raise ApiError(503, f"not ready: {body['reason']}")
     return rt
 
 
