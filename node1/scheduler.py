@@ -127,8 +127,8 @@ class Scheduler:
     def _step(self, batch: list[Generation]) -> None:
         t0 = time.perf_counter()
         entries, opens, ids, seqs = self._inputs(batch)
-        with self.settings.threads_for(len(ids)):
-            hidden = model.run_layers(self.part, model.embed(self.part, ids), seqs)  # [N, D]
+        self.settings.use_threads_for(len(ids))
+        hidden = model.run_layers(self.part, model.embed(self.part, ids), seqs)  # [N, D]
         header, body = wire.step_message(entries, hidden.cpu(), opens, self.closing)
         self.closing = []
         try:

@@ -64,8 +64,8 @@ class Engine:
             if live and errors:  # drop the rows of refused sessions; the others still run
                 hidden = hidden[torch.cat(rows)]
             t0 = time.perf_counter()
-            with self.settings.threads_for(hidden.shape[0]):
-                tokens = self._forward(hidden, live) if live else {}
+            self.settings.use_threads_for(hidden.shape[0])
+            tokens = self._forward(hidden, live) if live else {}
             if live and observe:
                 observe(time.perf_counter() - t0)
             self.steps += 1

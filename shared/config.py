@@ -3,7 +3,6 @@
 Only entry points pass `os.environ` in; every other module receives a frozen, validated config.
 """
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -68,12 +67,11 @@ class ModelSettings:
         if self.threads < 0 or self.prefill_threads < 0:
             raise ConfigError("TWINTEE_THREADS and TWINTEE_PREFILL_THREADS must be >= 0")
 
-    @contextmanager
-    def threads_for(self, n_tokens: int):
+    def use_threads_for(self, n_tokens: int) -> None:
         """Sets the calling thread's torch threads for a step: every core for a prefill-sized step
         (the nodes take turns on a prompt), else the decode setting.
 
-        Set on every step, in the thread that computes: OpenMP keeps the count per thread, and a
+        Called on every step, in the thread that computes: OpenMP keeps the count per thread, and a
         web server's request thread starts with one per core whatever the process set at startup
         (measured: oneDNN in a fresh thread kept 1.97 cores busy after the main thread set 1).
         """
@@ -81,7 +79,6 @@ class ModelSettings:
         n = (self.prefill_threads or os.cpu_count() or 1) if prefill else self.threads
         if n:
             torch.set_num_threads(n)
-        yield
 
     @property
     def torch_dtype(self) -> torch.dtype:

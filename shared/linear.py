@@ -45,7 +45,5 @@ def linear(x: torch.Tensor, w: Weight, bias: torch.Tensor | None = None) -> torc
         return F.linear(x, w.data, bias)
     n = x.shape[0]
     if n < MIN_ROWS:
-        padded = torch.zeros(MIN_ROWS, x.shape[1], dtype=x.dtype, device=x.device)
-        padded[:n] = x
-        return torch.ops.mkldnn._linear_pointwise(padded, w.data, bias, "none", [], "")[:n]
-    return torch.ops.mkldnn._linear_pointwise(x, w.data, bias, "none", [], "")
+        x = torch.cat([x, x.new_zeros(MIN_ROWS - n, x.shape[1])])
+    return torch.ops.mkldnn._linear_pointwise(x, w.data, bias, "none", [], "")[:n]

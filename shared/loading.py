@@ -1,8 +1,8 @@
 """Loads one node's part of the model from the release directory, and nothing of the other node's."""
 import ctypes
 import hashlib
-import os
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -2,7 +2,6 @@
 import torch
 
 from shared.linear import Weight
-
 from shared.model import Layer, Part, rope_tables
 from shared.spec import ModelSpec
 

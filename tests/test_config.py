@@ -46,10 +46,10 @@ def test_every_step_sets_the_computing_threads_own_torch_threads():
     settings, seen = ModelSettings(threads=1, prefill_threads=2), []
 
     def steps():
-        with settings.threads_for(400):
-            seen.append(torch.get_num_threads())
-        with settings.threads_for(1):
-            seen.append(torch.get_num_threads())
+        settings.use_threads_for(400)
+        seen.append(torch.get_num_threads())
+        settings.use_threads_for(1)
+        seen.append(torch.get_num_threads())
 
     before = torch.get_num_threads()
     try:
