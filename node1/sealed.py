@@ -23,12 +23,11 @@ from flask import Flask, Response, jsonify, request
 from node1.generate import Run, require_ready, sse_events
 from node1.request import BadRequest, parse_generate
 from node1.text import PromptTooLong
-from shared.http import ApiError, json_body
+from shared.http import ApiError, challenge_nonce, json_body
 from shared.sealed_protocol import ENC_BYTES, INFO, KEY_BYTES, NONCE_BYTES, SUITE, event_ad
 
 log = logging.getLogger("twintee.node1.sealed")
 
-NONCE_HEX = (16, 64)  # bytes of a challenger's nonce we accept, as node2 does
 NODE2_TIMEOUT_S = 10.0
 
 
@@ -94,10 +93,10 @@ class SealedApi:
 
     def attestation(self):
         """node1's evidence and node2's, both bound to the challenger's nonce; the challenger checks both."""
-        nonce = _nonce(request.args.get("nonce", ""))
+        nonce = challenge_nonce(request.args.get("nonce", ""))
         r = _loaded(self.rt)
         return jsonify({
-            "node1": {**r.identity.evidence_for_nonce(nonce), "model": _model(r, "node1")},
+            "node1": {**r.identity.evidence_for_nonce(nonce), "model": r.release.served_by("node1")},
             "node2": _node2_evidence(self.node2, r.link.url, nonce),
             "node1_verdict_on_node2": r.link.peer_verdict,
         })
@@ -129,26 +128,11 @@ class SealedApi:
                         headers={"Cache-Control": "no-store"})
 
 
-def _nonce(value: str) -> bytes:
-    try:
-        nonce = bytes.fromhex(value)
-    except ValueError:
-        raise ApiError(400, "nonce must be hex") from None
-    if not NONCE_HEX[0] <= len(nonce) <= NONCE_HEX[1]:
-        raise ApiError(400, f"nonce must be {NONCE_HEX[0]} to {NONCE_HEX[1]} bytes of hex")
-    return nonce
-
-
 def _loaded(rt):
     """The runtime once its identity and release are loaded (attestation needs no link to node2)."""
     if rt.state != "ready":
         raise ApiError(503, f"node1 is not ready: {rt.reason}")
     return rt
-
-
-def _model(rt, role: str) -> dict:
-    return {"model_id": rt.release.model_id, "version": rt.release.manifest.get("version"),
-            "layers": rt.release.layers_of(role)}
 
 
 def _node2_evidence(session: requests.Session, url: str, nonce: bytes) -> dict:

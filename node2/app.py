@@ -8,7 +8,7 @@ from node2.config import Node2Config
 from node2.runtime import Node2Runtime
 from shared import wire
 from shared.channel import FrameRejected
-from shared.http import ApiError, install_error_handlers, install_metrics, json_body
+from shared.http import ApiError, challenge_nonce, install_error_handlers, install_metrics, json_body
 
 log = logging.getLogger("twintee.node2")
 
@@ -58,16 +58,9 @@ def create_app(config: Node2Config, *, runtime: Node2Runtime | None = None) -> F
 
     @app.get("/attestation")
     def attestation():
-        try:
-            nonce = bytes.fromhex(request.args.get("nonce", ""))
-        except ValueError:
-            raise ApiError(400, "nonce must be hex") from None
-        if not 16 <= len(nonce) <= 64:
-            raise ApiError(400, "nonce must be 16 to 64 bytes of hex")
+        nonce = challenge_nonce(request.args.get("nonce", ""))
         r = ready()
-        return jsonify({**r.identity.evidence_for_nonce(nonce), "peer": r.peer,
-                        "model": {"model_id": r.release.model_id, "version": r.release.manifest.get("version"),
-                                  "layers": r.release.layers_of("node2")}})
+        return jsonify({**r.identity.evidence_for_nonce(nonce), "peer": r.peer, "model": r.release.served_by("node2")})
 
     return app
 

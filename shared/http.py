@@ -36,6 +36,20 @@ def install_error_handlers(app: Flask) -> None:
         return json_error(500, "internal error")
 
 
+CHALLENGE_BYTES = (16, 64)  # a challenger's nonce for /attestation, both nodes alike
+
+
+def challenge_nonce(value: str) -> bytes:
+    """The `nonce` query parameter of GET /attestation: 16 to 64 bytes of hex, else a 400."""
+    try:
+        nonce = bytes.fromhex(value)
+    except ValueError:
+        raise ApiError(400, "nonce must be hex") from None
+    if not CHALLENGE_BYTES[0] <= len(nonce) <= CHALLENGE_BYTES[1]:
+        raise ApiError(400, f"nonce must be {CHALLENGE_BYTES[0]} to {CHALLENGE_BYTES[1]} bytes of hex")
+    return nonce
+
+
 def install_metrics(app: Flask, metrics, refresh=None) -> None:
     """Counts every request by route and status, and serves GET /metrics (refreshing gauges first)."""
 

@@ -45,6 +45,10 @@ class Release:
         k, n = self.split_layer, self.spec.num_layers
         return [0, k] if role == "node1" else [k, n]
 
+    def served_by(self, role: str) -> dict:
+        """What a node tells a challenger it serves, beside its evidence."""
+        return {"model_id": self.model_id, "version": self.manifest.get("version"), "layers": self.layers_of(role)}
+
 
 def read_release(data_dir: Path, min_version: int = 0) -> Release:
     """Reads the release, refusing a manifest not signed by the pinned owner key or older than min_version.

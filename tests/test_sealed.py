@@ -17,6 +17,7 @@ from node1.config import Node1Config
 from node1.scheduler import Finished
 from node1.text import PromptTooLong
 from shared.config import TeeSettings
+from shared.loading import Release
 from shared.metrics import NodeMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,8 +84,9 @@ class FakeRuntime:
         self.identity = SimpleNamespace(key=X25519PrivateKey.generate())
         self.identity.evidence_for_nonce = lambda nonce: {"role": "node1", "nonce": nonce.hex(), "evidence": {}}
         self.link = SimpleNamespace(url="http://127.0.0.1:9", peer_verdict={"ok": True})
-        self.release = SimpleNamespace(model_id="tiny", manifest={"version": 3},
-                                       layers_of=lambda role: [0, 2] if role == "node1" else [2, 4])
+        self.release = Release(data_dir / "model", {"model_id": "tiny", "version": 3, "split_layer": 2}, {
+            "model_type": "llama", "hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 4,
+            "intermediate_size": 16, "vocab_size": 32, "rms_norm_eps": 1e-5})
 
     @property
     def public_key(self) -> bytes:
