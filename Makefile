@@ -36,8 +36,13 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest tests -q -ra -m "not slow"
 
+# CPU_ISA=avx2 runs the bench (and the nodes it starts) as on an AVX2-only CPU: the math libraries'
+# caps must be in the environment before they load, and TWINTEE_CPU_ISA hides what torch reads itself.
+CPU_ISA ?= native
+CAPS_avx2 := ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+
 bench: setup
-	$(PY) -m benchmarks.bench
+	TWINTEE_CPU_ISA=$(CPU_ISA) $(CAPS_$(CPU_ISA)) $(PY) -m benchmarks.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DATA)

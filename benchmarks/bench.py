@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench            # the full run (float32, then bfloat16), ~12 minutes on 2 cores
     python -m benchmarks.bench --quick    # few repetitions, into benchmarks/out/quick/, for development
+    make bench CPU_ISA=avx2               # as on an AVX2-only CPU (its own section of RESULTS.md)
 """
 import argparse
 import json
@@ -12,13 +13,14 @@ from pathlib import Path
 import torch
 
 from node1.config import Node1Config
+from shared.config import ModelSettings
 from shared.source import DEFAULT_SOURCE, load_source
 
 from benchmarks.machine import describe
 from benchmarks.plan import FULL, QUICK, SECOND
 from benchmarks.plot import plot
 from benchmarks.release_dir import release_dir
-from benchmarks.report import write_report
+from benchmarks.report import png_name, write_report
 from benchmarks.stack import bench_env
 from benchmarks.suite import run_dtype
 
@@ -50,6 +52,10 @@ def node1_settings(data_dir: Path, threads: int) -> dict:
 
 def measure(args) -> dict:
     dtypes = (args.dtypes or ("float32" if args.quick else "float32,bfloat16")).split(",")
+    cpu = ModelSettings.from_env(os.environ).cpu  # TWINTEE_CPU_ISA's cap included, as the nodes see it
+    if "bfloat16" in dtypes and not cpu.bf16_kernels:
+        print(f"skipping bfloat16: the nodes refuse it on this {cpu.isa} CPU (no oneDNN bf16 kernels)", flush=True)
+        dtypes.remove("bfloat16")
     t0 = time.perf_counter()
     print("loading the unsplit model ...", flush=True)
     loaded = load_source(DEFAULT_SOURCE)
@@ -78,8 +84,8 @@ def main(argv=None) -> None:
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / ("results-quick.json" if args.quick else "results.json")).write_text(json.dumps(results, indent=1))
     write_report(results, out / "RESULTS.md")
-    plot(results, out / "results.png")
-    print(f"wrote {out / 'RESULTS.md'} and {out / 'results.png'}", flush=True)
+    plot(results, out / png_name(results))
+    print(f"wrote {out / 'RESULTS.md'} and {out / png_name(results)}", flush=True)
 
 
 if __name__ == "__main__":

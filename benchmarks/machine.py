@@ -6,6 +6,8 @@ import subprocess
 import psutil
 import torch
 
+from shared.config import ModelSettings
+
 INTERESTING_FLAGS = ("avx2", "fma", "avx512", "amx")
 
 
@@ -38,7 +40,11 @@ def git_revision(root) -> str:
 
 def describe(root, node_threads: int) -> dict:
     model, flags = cpu_info()
+    cpu = ModelSettings.from_env(os.environ).cpu  # after TWINTEE_CPU_ISA's cap, as the nodes see it
     return {
+        "isa": cpu.isa,
+        "capped_to": cpu.capped_to,
+        "node_flags": sorted(cpu.flags),
         "cores": os.cpu_count(),
         "cpu": model,
         "flags": flags,

@@ -17,12 +17,36 @@ def table(head: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+TITLE = """# TwinTEE benchmark: the split stack against the unsplit model
+
+One section per kind of CPU the benchmark has run on: machines differ (AVX-512 with or without AMX,
+AVX2-only), and so do the kernels the nodes choose (`/health`'s `compute`). Reproduce a section with
+**`make bench`** on that kind of machine; `make bench CPU_ISA=avx2` runs an AVX-512 machine as an
+AVX2-only one (oneDNN and MKL capped with `ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`, and
+`TWINTEE_CPU_ISA=avx2` hiding the bfloat16 kernels torch would find by reading the CPU itself).
+A run rewrites only its own kind's section."""
+KIND_TITLES = {"avx512": "AVX-512", "avx2": "AVX2 only", "baseline": "no AVX2"}
+
+
+def cpu_kind(m: dict) -> tuple[str, str]:
+    """-> (key, heading) of the RESULTS.md section this run's machine belongs to."""
+    key = m.get("isa", "avx512")
+    title = KIND_TITLES.get(key, key)
+    if m.get("capped_to", "native") != "native":
+        key += "-capped"
+        title += f" (imitated: an {m['cpu']} with avx512 capped to AVX2)"
+    else:
+        title += f" ({m['cpu']})"
+    return key, title
+
+
 def header(r: dict) -> str:
     m, dtypes = r["machine"], ", ".join(r["sections"])
     k, n = r["split"], r["num_layers"]
-    return f"""# TwinTEE benchmark: the split stack against the unsplit model
+    key, title = cpu_kind(m)
+    return f"""## CPU kind: {title}
 
-Reproduce with **`make bench`** (`python -m benchmarks.bench`; `--quick` for a short smoke run).
+Reproduce with **`make bench`**{' CPU_ISA=avx2' if key.endswith('-capped') else ''} (`--quick` for a short smoke run).
 Written {time.strftime('%Y-%m-%d %H:%M', time.localtime())} from revision {m['revision']}; the run took
 {r['elapsed_s'] / 60:.1f} minutes ({dtypes}){' — QUICK MODE: few repetitions, not for quoting' if r['quick'] else ''}.
 {r.get('note', '')}
@@ -37,16 +61,26 @@ process ({m['baseline_threads']} torch threads), on the same prompts, in the sam
 alternating with the split's measurements so background load falls on both alike.
 Every figure is a median over repetitions; "ratio" is split / baseline.
 
-## Machine
+### Machine
 
-{table(["cores", "CPU", "vector flags", "memory", "torch", "torch threads"],
-       [[m["cores"], m["cpu"], " ".join(m["flags"]), f"{m['memory_gib']} GiB", f"{m['torch']} ({m['cpu_capability']})",
+{table(["cores", "CPU", "vector flags", "flags the nodes use", "kernel path (node2's /health)", "memory", "torch",
+        "torch threads"],
+       [[m["cores"], m["cpu"], " ".join(m["flags"]), " ".join(m.get("node_flags", [])) + f" ({m.get('isa', '?')})",
+         kernel_text(r), f"{m['memory_gib']} GiB", f"{m['torch']} ({m['cpu_capability']})",
          f"baseline {m['baseline_threads']}, each node {m['node_threads'] or 'default'}"]])}
 
 Load average (1/5/15 min) when the run started: {" / ".join(str(x) for x in m["load_average"])}; when it
 ended: {" / ".join(str(x) for x in r.get("load_average_end", []))}. Anything else running on the machine slows
 both sides, and the 2-thread baseline more than the 1-thread nodes (its threads wait for each other).
 """
+
+
+def kernel_text(r: dict) -> str:
+    c = next((s["compute"] for s in r["sections"].values() if s.get("compute")), None)
+    if not c:
+        return "not recorded"
+    rows = ", ".join(f"{shape} {rows}" for shape, rows in sorted(c["min_rows"].items()))
+    return f"{c['kernel']}; rows per step at least: {rows}"
 
 
 def targets_block(targets) -> str:
@@ -132,7 +166,31 @@ def section(s: dict) -> str:
     return "\n\n".join(parts)
 
 
+def png_name(results: dict) -> str:
+    return f"results-{cpu_kind(results['machine'])[0]}.png"
+
+
+def demote(markdown: str) -> str:
+    """One heading level down, so a run's report nests under its CPU kind."""
+    return "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
+
+
 def write_report(results: dict, path: Path) -> None:
-    body = [header(results)] + [section(s) for s in results["sections"].values()]
-    body.append("![results](results.png)")
-    path.write_text("\n\n".join(body) + "\n")
+    """Replaces this CPU kind's section of RESULTS.md (or adds it), keeping the other kinds'."""
+    key = cpu_kind(results["machine"])[0]
+    body = [header(results)] + [demote(section(s)) for s in results["sections"].values()]
+    body.append(f"![results on this CPU kind]({png_name(results)})")
+    begin, end = f"<!-- cpu-kind:{key} -->", f"<!-- /cpu-kind:{key} -->"
+    mine = f"{begin}\n" + "\n\n".join(body) + f"\n{end}"
+    kinds = sections_by_kind(path.read_text() if path.exists() else "")
+    kinds[key] = mine
+    path.write_text(TITLE + "\n\n" + "\n\n".join(kinds[k] for k in sorted(kinds)) + "\n")
+
+
+def sections_by_kind(text: str) -> dict[str, str]:
+    out, pos = {}, 0
+    while (start := text.find("<!-- cpu-kind:", pos)) >= 0:
+        key = text[start + len("<!-- cpu-kind:"): text.index(" -->", start)]
+        stop = text.index(f"<!-- /cpu-kind:{key} -->", start) + len(f"<!-- /cpu-kind:{key} -->")
+        out[key], pos = text[start:stop], stop
+    return out

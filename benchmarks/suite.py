@@ -3,6 +3,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import requests
+
 from shared.config import DTYPES
 
 from benchmarks.baseline import Baseline
@@ -30,6 +32,7 @@ def run_dtype(loaded, data_dir: Path, split: int, dtype_name: str, plan, node_th
         with monitor.phase("concurrency"):
             out["concurrency"] = levels(base, stack, plan)
         out["memory"] = memory(stack, model, dtype)  # after the runs: steady state, caches freed
+        out["compute"] = requests.get(stack.url("node2") + "/health", timeout=10).json().get("compute")
     print("profiling the lean path in-process ...", flush=True)
     with monitor.phase("profile"):
         out["profile"] = lean_profile(model, split, dtype, node_threads, out["ttft"]["long"]["prompt_tokens"])

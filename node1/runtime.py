@@ -13,6 +13,7 @@ from node1.link import Node2Link
 from node1.scheduler import Scheduler
 from node1.text import TextCodec
 from shared.identity import open_release
+from shared.linear import compute_report
 from shared.loading import load_part
 from shared.manifest import ManifestError
 from shared.metrics import NodeMetrics
@@ -97,7 +98,7 @@ class Node1Runtime:
         body = {"role": "node1", "model": self.release.model_id, "layers": self.release.layers_of("node1"),
                 "node2": self.link.state, "batch": sum(s.batch_size for s in self.slots),
                 "tee": self.identity.attester.tee_type, "measurement": self.identity.measurement["measurement"],
-                "memory": self.load_stats}
+                "memory": self.load_stats, "compute": compute_report(self.config.model)}
         # Serving needs one attested channel; a slot whose channel dropped re-handshakes when next used.
         if not any(link.ready for link in self.links):
             return {**body, "status": "unavailable", "reason": self.link.state}, 503

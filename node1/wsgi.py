@@ -4,8 +4,9 @@ import os
 
 from node1.app import create_app
 from node1.config import Node1Config
+from shared.config import config_or_exit
 
 
 def app_from_env():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return create_app(Node1Config.from_env(os.environ))
+    return create_app(config_or_exit(Node1Config.from_env, os.environ))

@@ -8,6 +8,7 @@ from node2.config import Node2Config
 from node2.runtime import Node2Runtime
 from shared import wire
 from shared.channel import FrameRejected
+from shared.linear import compute_report
 from shared.http import ApiError, challenge_nonce, install_error_handlers, install_metrics, json_body
 
 log = logging.getLogger("twintee.node2")
@@ -33,7 +34,7 @@ def create_app(config: Node2Config, *, runtime: Node2Runtime | None = None) -> F
             body.update(model=rt.release.model_id, layers=rt.release.layers_of("node2"),
                         sessions=len(rt.engine.sessions), channels=list(rt.channels),
                         measurement=rt.identity.measurement["measurement"], tee=rt.identity.attester.tee_type,
-                        memory=rt.load_stats)
+                        memory=rt.load_stats, compute=compute_report(config.model))
         return jsonify(body), 200 if rt.state == "ready" else 503
 
     @app.post("/v1/handshake/hello")

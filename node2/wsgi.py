@@ -4,8 +4,9 @@ import os
 
 from node2.app import create_app
 from node2.config import Node2Config
+from shared.config import config_or_exit
 
 
 def app_from_env():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return create_app(Node2Config.from_env(os.environ))
+    return create_app(config_or_exit(Node2Config.from_env, os.environ))

@@ -3,11 +3,14 @@
 Only entry points pass `os.environ` in; every other module receives a frozen, validated config.
 """
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 import torch
+
+from shared.cpu import ISAS, CpuFeatures, UnsupportedCpu, library_caps, read_cpu
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TEE_KINDS = ("simulated", "tdx", "sev-snp", "dstack")
@@ -53,6 +56,7 @@ class ModelSettings:
     max_input_tokens: int = 2048
     max_new_tokens: int = 1024  # the largest `max_tokens` a request may ask for
     max_batch: int = 16  # sequences in one step across both nodes
+    cpu: CpuFeatures = field(default_factory=read_cpu)  # TWINTEE_CPU_ISA=avx2: as on an AVX2-only CPU
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -66,6 +70,11 @@ class ModelSettings:
                 raise ConfigError(f"{name} must be positive")
         if self.threads < 0 or self.prefill_threads < 0:
             raise ConfigError("TWINTEE_THREADS and TWINTEE_PREFILL_THREADS must be >= 0")
+        if self.device == "cpu":
+            try:
+                self.cpu.require(self.dtype)
+            except UnsupportedCpu as exc:
+                raise ConfigError(str(exc)) from None
 
     def use_threads_for(self, n_tokens: int) -> None:
         """Sets the calling thread's torch threads for a step: every core for a prefill-sized step
@@ -90,7 +99,15 @@ class ModelSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ModelSettings":
+        isa = env_str(env, "TWINTEE_CPU_ISA", "native")
+        if isa not in ISAS:
+            raise ConfigError(f"TWINTEE_CPU_ISA must be one of {ISAS}, got {isa!r}")
+        missing = [f"{k}={v}" for k, v in library_caps(isa).items() if env.get(k) != v]
+        if missing:
+            # The libraries read these when they load, before this code runs: too late to set here.
+            raise ConfigError(f"TWINTEE_CPU_ISA={isa} needs {' '.join(missing)} in the environment the node starts with")
         return cls(
+            cpu=read_cpu(isa),
             device=env_str(env, "TWINTEE_DEVICE", "cpu"),
             dtype=env_str(env, "TWINTEE_DTYPE", "float32"),
             threads=env_int(env, "TWINTEE_THREADS", 0),
@@ -127,3 +144,13 @@ class TeeSettings:
             rekey_frames=env_int(env, "TWINTEE_REKEY_FRAMES", 100_000),
             rekey_seconds=env_float(env, "TWINTEE_REKEY_SECONDS", 3600.0),
         )
+
+
+def config_or_exit(read, env: Mapping[str, str]):
+    """An entry point's config, or one line naming the setting at fault and exit status 4, which
+    gunicorn reports as "App failed to load" without a stack trace (and does not respawn)."""
+    try:
+        return read(env)
+    except ConfigError as exc:
+        print(f"twintee: refusing to start: {exc}", file=sys.stderr, flush=True)
+        sys.exit(4)

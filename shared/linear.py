@@ -5,34 +5,69 @@ On the CPU each weight is reordered once, at load, into oneDNN's blocked GEMM la
 batch above 1, so a decode step of 8 sequences cost 2.6x one of a single sequence; over the
 packed layout batch 8 costs about 1.3x batch 1 and a ~400-token prefill is ~30% faster.
 
-oneDNN sums a row in the same order whatever the batch, from two rows up; a single row takes
-another kernel, which on this CPU is both slower than the four-row one (the head: 7.5 vs 5.9 ms
-in float32) and, for some shapes (the 1536-input down projection), sums in another order. So
-`linear` never runs fewer than MIN_ROWS rows: a step of one to three sequences is padded, which
-makes a sequence's result bit-identical alone or in any batch (batching cannot change a
-stream's tokens) and a single stream ~10% faster. Elsewhere (CUDA) the weight stays as
-transformers stores it.
+A stream's tokens must not depend on what it is batched with, so a row must be summed in the same
+order whatever the batch. oneDNN does that from two rows up; with fewer rows it may take another
+kernel, which sums in another order for some shapes on some CPUs (on AVX-512: the 1536-input down
+projection; on AVX2: none). So at load a probe finds, per weight shape, the fewest rows
+(`min_rows`: 1, 2 or 4) for which a row alone equals that row in every batch tried, and `linear`
+pads a smaller step to that. Some kernels also change at a larger batch (bfloat16 on an AMX Xeon:
+from 33 rows, for the head and gate|up); there the probe also finds the largest batch that still
+agrees (`max_rows`) and `linear` runs a larger step in chunks of that many rows, so a decode row
+batched beside another sequence's prefill still sums alike. The fewest rows is also the fastest choice (the head, 49152x576, one
+row: 8.1 ms on AVX-512, 10.3 ms on AVX2; four rows: 8.8 and 12.7 ms). Measured on an AVX-512 Xeon
+and with oneDNN capped to AVX2 (30 layers of SmolLM2's projections, float32, one thread):
+
+    batch                          1      4      8
+    AVX-512, probed rows (1-2)    38     39     46 ms
+    AVX2, probed rows (1)         46     57     68 ms   (4 rows: 58 ms at batch 1)
+    AVX2, MKL F.linear            31     66     73 ms   (fastest alone, never batch-invariant)
+
+MKL's GEMV is the fastest single row on AVX2, but no MKL path sums a row alike at every batch, so
+it is never chosen: identical tokens alone or batched outrank a third of a single stream's
+projection time there. Elsewhere (CUDA) the weight stays as transformers stores it.
 """
+import os
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 # The batch size oneDNN tunes the packed layout for. Measured on the target CPU (15 layers of
 # SmolLM2, one thread): a hint of 64 is within 5% of the best at every batch from 1 to 428 tokens.
 PACK_FOR_BATCH = 64
-MIN_ROWS = 4
+ROW_CHOICES = (1, 2, 4)
+# Every batch up to 40 (kernels switch at block sizes such as 32), then a few larger ones.
+PROBE_BATCHES = tuple(range(2, 41)) + (48, 64, 65, 96, 128, 200)
+PROBE_ROWS = 16  # rows compared per batch: in bfloat16 a changed order shows in few outputs
+DECODE_ROWS = 16  # a chunk must hold at least this many rows, or decode batches would be split
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """How many rows one kernel call over a weight runs: at least `min_rows` (a smaller step is
+    padded), at most `max_rows` (a larger one is chunked; None: no limit)."""
+
+    min_rows: int = 1
+    max_rows: int | None = None
+
+
+class NotBatchInvariant(RuntimeError):
+    """This CPU's kernel sums a row differently by batch size whatever the padding: batched streams
+    could then differ from their single-stream tokens, so the node refuses to start."""
 
 
 class Weight:
     """A projection's weight, [out, in] as transformers stores it, laid out for `linear`."""
 
-    __slots__ = ("data", "shape", "dtype")
+    __slots__ = ("data", "shape", "dtype", "rows")
 
     def __init__(self, w: torch.Tensor, device: str):
         self.shape, self.dtype = tuple(w.shape), w.dtype
         if device == "cpu" and torch.backends.mkldnn.is_available():
-            self.data = torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), PACK_FOR_BATCH)
+            self.data = _pack(w)
+            self.rows = row_plan_for(self.shape, self.dtype)
         else:
-            self.data = w.to(device).contiguous()
+            self.data, self.rows = w.to(device).contiguous(), RowPlan()
 
     @property
     def nbytes(self) -> int:
@@ -43,7 +78,72 @@ def linear(x: torch.Tensor, w: Weight, bias: torch.Tensor | None = None) -> torc
     # x: [N, in] -> [N, out]
     if not w.data.is_mkldnn:
         return F.linear(x, w.data, bias)
+    top = w.rows.max_rows
+    if top is not None and x.shape[0] > top:
+        return torch.cat([_packed(chunk, w.data, w.rows.min_rows, bias) for chunk in x.split(top)])
+    return _packed(x, w.data, w.rows.min_rows, bias)
+
+
+def kernel_path() -> str:
+    return "onednn-packed" if torch.backends.mkldnn.is_available() else "plain"
+
+
+def _pack(w: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), PACK_FOR_BATCH)
+
+
+def _packed(x: torch.Tensor, packed: torch.Tensor, min_rows: int, bias=None) -> torch.Tensor:
     n = x.shape[0]
-    if n < MIN_ROWS:
-        x = torch.cat([x, x.new_zeros(MIN_ROWS - n, x.shape[1])])
-    return torch.ops.mkldnn._linear_pointwise(x, w.data, bias, "none", [], "")[:n]
+    if n < min_rows:
+        x = torch.cat([x, x.new_zeros(min_rows - n, x.shape[1])])
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")[:n]
+
+
+# (shape, dtype) -> RowPlan, filled by the probe as the weights load (one loading thread).
+_PLANS: dict[tuple, RowPlan] = {}
+
+
+def row_plan_for(shape: tuple[int, int], dtype: torch.dtype) -> RowPlan:
+    key = (shape, dtype)
+    if key not in _PLANS:
+        _PLANS[key] = probe(shape, dtype)
+    return _PLANS[key]
+
+
+def probe(shape: tuple[int, int], dtype: torch.dtype) -> RowPlan:
+    """The fewest rows, and the most, a kernel call over a weight of this shape may run so that a
+    row's result is the same alone or in any batch. The summation order depends on the shape and
+    the kernel the CPU gets, not on the values, so random ones stand in (and thread counts do not
+    change it: checked at 1 and 2 threads on both ISAs)."""
+    g = torch.Generator().manual_seed(0)
+    packed = _pack(torch.randn(shape, generator=g).to(dtype))
+    x = torch.randn(max(PROBE_BATCHES), shape[1], generator=g).to(dtype)  # the probed rows ride last
+    for rows in ROW_CHOICES:
+        alone = torch.cat([_packed(x[i : i + 1], packed, rows) for i in range(len(x) - PROBE_ROWS, len(x))])  # [K, out]
+        bad = next((n for n in PROBE_BATCHES if not _agrees(x, packed, rows, n, alone)), None)
+        if bad is None:
+            return RowPlan(rows)
+        agreed = [n for n in PROBE_BATCHES if n < bad]
+        if agreed and agreed[-1] >= DECODE_ROWS:
+            return RowPlan(rows, agreed[-1])
+    raise NotBatchInvariant(f"no row padding makes a {shape[0]}x{shape[1]} {dtype} projection batch-invariant here")
+
+
+def _agrees(x: torch.Tensor, packed: torch.Tensor, rows: int, n: int, alone: torch.Tensor) -> bool:
+    k = min(n, len(alone))
+    return torch.equal(_packed(x[-n:], packed, rows)[-k:], alone[-k:])
+
+
+def row_plans() -> dict[str, dict]:
+    """What the load-time probe chose, per weight shape (for /health and the benchmark)."""
+    return {f"{s[0]}x{s[1]} {str(d).removeprefix('torch.')}": {"min": p.min_rows, "max": p.max_rows}
+            for (s, d), p in _PLANS.items()}
+
+
+def compute_report(settings) -> dict:
+    """What /health and the benchmark say about how this node computes: the CPU's vector
+    extensions (after any TWINTEE_CPU_ISA cap), the kernel path and the rows the probe chose."""
+    on_cpu = settings.device == "cpu"
+    return {**(settings.cpu.describe() if on_cpu else {}), "kernel": kernel_path() if on_cpu else settings.device,
+            "rows": row_plans(), "decode_threads": settings.threads or torch.get_num_threads(),
+            "prefill_threads": settings.prefill_threads or os.cpu_count()}

@@ -1,14 +1,24 @@
 """Shared fixtures: the real SmolLM2 model (loaded once), a prepared release, and small helpers."""
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from shared.cpu import read_cpu
 from shared.source import DEFAULT_SOURCE, load_source
 
 ROOT = Path(__file__).resolve().parents[1]
 TEE_SAMPLES = ROOT.parent / "shared" / "tee-samples"
+
+# The CPU as the nodes see it: TWINTEE_CPU_ISA=avx2 (the suite's capped re-run, tests/test_cpu_kinds.py)
+# makes an AVX-512 machine behave as an AVX2-only one.
+CPU = read_cpu(os.environ.get("TWINTEE_CPU_ISA", "native"))
+needs_bf16_kernels = pytest.mark.skipif(
+    not CPU.bf16_kernels, reason=f"bfloat16 needs oneDNN's bf16 kernels: CPU flags avx512bw+avx512vl+avx512dq "
+                                 f"or avx_ne_convert, which this {CPU.isa} CPU lacks")
+BF16 = pytest.param(torch.bfloat16, marks=needs_bf16_kernels, id="bfloat16")
 
 
 @pytest.fixture(scope="session")

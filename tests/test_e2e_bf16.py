@@ -10,11 +10,11 @@ import pytest
 import requests
 import torch
 
-from tests.conftest import chat_ids
+from tests.conftest import chat_ids, needs_bf16_kernels
 from tests.e2e import start_stack
 from tests.test_e2e_equivalence import PROMPTS
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, needs_bf16_kernels]
 MAX_NEW = 32
 
 

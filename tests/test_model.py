@@ -6,7 +6,7 @@ from shared import model as M
 from shared.kv import CacheOverflow, SessionCache
 from shared.spec import ModelSpec
 from shared.weights import build_part, shard_keys
-from tests.conftest import chat_ids, hf_greedy
+from tests.conftest import BF16, chat_ids, hf_greedy
 
 pytestmark = pytest.mark.slow
 SPLIT = 15
@@ -81,7 +81,7 @@ def lean_logits(parts, prompts: list[list[int]], steps: int) -> list[list[torch.
     return outs
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
 def test_a_sequence_computes_the_same_bits_alone_or_in_a_batch(smollm, dtype):
     # Packed projections are row-independent and attention runs per sequence, so batching cannot
     # change a stream's logits, let alone its tokens, in either dtype (no near-tie luck involved).
