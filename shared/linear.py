@@ -38,7 +38,7 @@ PACK_FOR_BATCH = 64
 ROW_CHOICES = (1, 2, 4)
 # Every batch up to 40 (kernels switch at block sizes such as 32), then a few larger ones.
 PROBE_BATCHES = tuple(range(2, 41)) + (48, 64, 65, 96, 128, 200)
-PROBE_ROWS = 16  # rows compared per batch: in bfloat16 a changed order shows in few outputs
+PROBE_ROWS = 16  # rows compared per batch
 DECODE_ROWS = 16  # a chunk must hold at least this many rows, or decode batches would be split
 
 
@@ -113,11 +113,10 @@ def row_plan_for(shape: tuple[int, int], dtype: torch.dtype) -> RowPlan:
 def probe(shape: tuple[int, int], dtype: torch.dtype) -> RowPlan:
     """The fewest rows, and the most, a kernel call over a weight of this shape may run so that a
     row's result is the same alone or in any batch. The summation order depends on the shape and
-    the kernel the CPU gets, not on the values, so random ones stand in (and thread counts do not
-    change it: checked at 1 and 2 threads on both ISAs)."""
-    g = torch.Generator().manual_seed(0)
-    packed = _pack(torch.randn(shape, generator=g).to(dtype))
-    x = torch.randn(max(PROBE_BATCHES), shape[1], generator=g).to(dtype)  # the probed rows ride last
+    the kernel the CPU gets, not on the values (nor on the thread count: checked at 1 and 2 threads
+    on both ISAs), so made-up values whose sum shows its order stand in."""
+    w, x = order_revealing(shape, dtype, max(PROBE_BATCHES))  # the probed rows ride last
+    packed = _pack(w)
     for rows in ROW_CHOICES:
         alone = torch.cat([_packed(x[i : i + 1], packed, rows) for i in range(len(x) - PROBE_ROWS, len(x))])  # [K, out]
         bad = next((n for n in PROBE_BATCHES if not _agrees(x, packed, rows, n, alone)), None)
@@ -127,6 +126,18 @@ def probe(shape: tuple[int, int], dtype: torch.dtype) -> RowPlan:
         if agreed and agreed[-1] >= DECODE_ROWS:
             return RowPlan(rows, agreed[-1])
     raise NotBatchInvariant(f"no row padding makes a {shape[0]}x{shape[1]} {dtype} projection batch-invariant here")
+
+
+def order_revealing(shape: tuple[int, int], dtype: torch.dtype, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (weight [out, in], rows [n, in]) whose every dot product starts with a huge product and ends
+    with its negation: the small products between are absorbed into the huge partial sum or not
+    depending on how the kernel groups them. With plain random values a changed order flipped
+    ~1 in 10,000 bfloat16 outputs (a probe of 16 rows missed a kernel change); with these, half."""
+    g = torch.Generator().manual_seed(seed)
+    w, x = torch.randn(shape, generator=g), torch.randn(n, shape[1], generator=g)
+    w[:, 0], w[:, -1] = 2.0**14, -(2.0**14)
+    x[:, 0] = x[:, -1] = 2.0**6
+    return w.to(dtype), x.to(dtype)
 
 
 def _agrees(x: torch.Tensor, packed: torch.Tensor, rows: int, n: int, alone: torch.Tensor) -> bool:

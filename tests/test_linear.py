@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.linear import PROBE_BATCHES, ROW_CHOICES, Weight, _packed, compute_report, linear
+from shared.linear import PROBE_BATCHES, ROW_CHOICES, Weight, _packed, compute_report, linear, order_revealing
 from shared.config import ModelSettings
 from tests.conftest import BF16, CPU
 
@@ -30,9 +30,8 @@ def test_packed_linear_equals_plain_matmul(dtype, tol):
 def test_a_row_is_the_same_alone_or_in_any_batch(dtype, shape):
     # What lets concurrent streams produce exactly their single-stream tokens, including beside
     # another sequence's prefill (batches past `max_rows`, where a kernel may change, run chunked).
-    torch.manual_seed(1)
-    w = Weight(torch.randn(*shape).to(dtype), "cpu")
-    x = torch.randn(100, shape[1]).to(dtype)
+    raw, x = order_revealing(shape, dtype, 100, seed=1)  # not the probe's values
+    w = Weight(raw, "cpu")
     alone = torch.cat([linear(x[i : i + 1].clone(), w) for i in (97, 98, 99)])  # [3, out]
     assert w.rows.min_rows in ROW_CHOICES
     for n in (2, 3, 4, 5, 8, 16, 31, 32, 33, 40, 64, 100):
@@ -50,9 +49,8 @@ def test_other_devices_keep_transformers_layout():
 def test_the_probe_chooses_the_fewest_rows_that_keep_a_row_batch_invariant(shape):
     # Padding costs time (the head: 8.1 ms one row, 8.8 ms four): every smaller choice than the
     # probe's must really break invariance on this CPU (on AVX-512: the down projection alone).
-    w = Weight(torch.randn(*shape), "cpu")
-    torch.manual_seed(2)
-    x = torch.randn(max(PROBE_BATCHES), shape[1])
+    raw, x = order_revealing(shape, torch.float32, max(PROBE_BATCHES), seed=2)
+    w = Weight(raw, "cpu")
     for rows in [r for r in ROW_CHOICES if r < w.rows.min_rows]:
         alone = _packed(x[-1:], w.data, rows)[0]
         assert any(not torch.equal(_packed(x[-n:], w.data, rows)[-1], alone) for n in PROBE_BATCHES)
