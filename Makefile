@@ -22,13 +22,13 @@ $(STAMP): requirements.txt requirements.lock
 # The release step: converts the model into per-node shards and blesses this checkout's
 # measurements as the reference values. Run it again after changing code: nothing re-blesses silently.
 prepare: setup
-	$(PY) -m shared.release prepare --data-dir $(DATA)
+	$(PY) -m release prepare --data-dir $(DATA)
 
 $(DATA)/policy.json:
 	$(MAKE) prepare
 
 run: setup $(DATA)/policy.json
-	TWINTEE_DATA_DIR=$(DATA) $(PY) -m shared.launch
+	TWINTEE_DATA_DIR=$(DATA) $(PY) -m launcher
 
 test: setup
 	$(PY) -m pytest tests -q -ra

@@ -1,4 +1,5 @@
-"""Command line for attestation: `measure` this checkout, `verify` a TDX quote offline, `bless` a release."""
+"""Command line for attestation: `measure` this checkout (or `--list` the files behind a role's
+measurement), `verify` a TDX quote offline. Blessing a release is the owner's tool: `python -m release bless`."""
 import argparse
 import json
 import sys
@@ -7,9 +8,9 @@ from pathlib import Path
 
 from attestation.errors import AttestationError
 from attestation.evidence import ROLES
-from attestation.measure import code_digest
+from attestation.measure import code_digest, role_files
 from attestation.policy import default_tdx, load_policy
-from attestation.release import POLICY_FILE, bless, read_manifest, reference_measurements, release_public_key
+from attestation.release_dir import read_manifest, reference_measurements, release_public_key
 from attestation.tdx import decode_quote, verify_quote
 
 MAX_INPUT_BYTES = 4 << 20
@@ -20,6 +21,10 @@ def _print(obj) -> None:
 
 
 def cmd_measure(args) -> int:
+    if args.list:
+        # Exactly the files the role's code digest covers (and its image copies), one per line.
+        print("\n".join(p.as_posix() for p in role_files(args.root, args.list)))
+        return 0
     try:
         manifest_sha, body = read_manifest(args.data_dir)
     except AttestationError as e:
@@ -61,19 +66,13 @@ def cmd_verify(args) -> int:
     return 0 if verdict["ok"] else 1
 
 
-def cmd_bless(args) -> int:
-    policy = bless(args.root, args.data_dir)
-    _print({"policy": str(args.data_dir / POLICY_FILE), "allowed_tee_types": list(policy.allowed_tee_types),
-            "roles": {r: ref["measurement"] for r, ref in policy.roles.items()}})
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m attestation", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     m = sub.add_parser("measure", help="print this checkout's reference measurements as JSON")
     m.add_argument("--root", type=Path, default=Path("."))
     m.add_argument("--data-dir", type=Path, default=Path("data"))
+    m.add_argument("--list", choices=ROLES, default=None, help="print the files behind this role's measurement")
     m.set_defaults(func=cmd_measure)
     v = sub.add_parser("verify", help="appraise a TDX quote offline; exit 0 only if it passes")
     v.add_argument("--quote", type=Path, required=True, help="binary or (0x-)hex text quote")
@@ -83,11 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--release-pub", type=Path, default=None, help="release public key (default: beside the policy)")
     v.add_argument("--report-data", default=None, help="expected report_data as hex")
     v.set_defaults(func=cmd_verify)
-    b = sub.add_parser("bless", help="measure all roles and write the signed policy (the release step)")
-    b.add_argument("--root", type=Path, default=Path("."))
-    b.add_argument("--data-dir", type=Path, default=Path("data"))
-    b.set_defaults(func=cmd_bless)
-    # Further subcommands (e.g. audit-verify from attestation.broker) register on `sub` here.
     return ap
 
 

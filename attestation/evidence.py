@@ -1,6 +1,5 @@
 """The evidence envelope every attester produces and every verifier reads: fields, encoding and shape checks."""
 import hashlib
-import json
 import math
 
 from attestation.errors import EvidenceError
@@ -14,7 +13,8 @@ from attestation.errors import EvidenceError
 
 VERSION = 1
 TEE_TYPES = ("simulated", "tdx", "sev-snp", "dstack")
-ROLES = ("node1", "node2", "broker")
+NODE_ROLES = ("node1", "node2")  # the two halves of the model: shards, channels, clients' checks
+ROLES = (*NODE_ROLES, "broker")  # everything that attests
 COMPONENTS = ("code", "manifest", "config")
 REPORT_DATA_BYTES = 64
 BODY_FIELDS = ("version", "tee_type", "role", "measurement", "components", "report_data", "issued_at", "debug")
@@ -28,10 +28,6 @@ PROVIDER_FIELDS = {
 HARDWARE_BINDING_TAG = b"twintee/hardware-report-data/v1"
 MAX_QUOTE_HEX = 2 * 64 * 1024  # real TDX quotes are ~5 KB; refuse anything absurd before parsing
 
-
-def canonical_json(obj) -> bytes:
-    """The one byte encoding that is signed and hashed: sorted keys, no spaces."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 def make_body(tee_type: str, measurement: dict, report_data: bytes, issued_at: float, debug: bool) -> dict:

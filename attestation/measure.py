@@ -3,13 +3,16 @@ import hashlib
 from pathlib import Path
 
 from attestation.errors import MeasureError
-from attestation.evidence import COMPONENTS, ROLES, canonical_json
+from attestation.canonical import canonical_json
+from attestation.evidence import COMPONENTS, ROLES
 
 MEASUREMENT_TAG = b"twintee/measurement/v1"
+# Exactly what each process runs (and its image copies): the owner's release/ tooling, the launcher,
+# the client and the tests run in no node, so no measurement covers them.
 ROLE_DIRS = {
     "node1": ("node1", "webui", "shared", "attestation"),
     "node2": ("node2", "shared", "attestation"),
-    "broker": ("attestation", "shared"),
+    "broker": ("broker", "attestation"),
 }
 SUFFIXES = {"webui": (".py", ".html", ".js", ".css")}
 DEFAULT_SUFFIXES = (".py",)

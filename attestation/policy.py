@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from attestation.errors import PolicyError
-from attestation.evidence import COMPONENTS, ROLES, TEE_TYPES, canonical_json
+from attestation.canonical import canonical_json
+from attestation.evidence import COMPONENTS, ROLES, TEE_TYPES
 
 POLICY_VERSION = 1
 TCB_STATUSES = (  # best first, as dcap-qvl names them

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from attestation.binding import NONCE_BYTES
 from attestation.errors import AttestationError, EvidenceError, ProviderError
-from attestation.evidence import body_of, canonical_json, hardware_report_data, hex_bytes, validate
+from attestation.canonical import canonical_json
+from attestation.evidence import body_of, hardware_report_data, hex_bytes, validate
 from attestation.measure import combine, differing_components
 from attestation.policy import Policy
 from attestation.providers.dstack import event_log_matches, parse_event_log

@@ -14,7 +14,7 @@ import torch
 
 from node1.config import Node1Config
 from shared.config import ModelSettings
-from shared.source import DEFAULT_SOURCE, load_source
+from release.source import DEFAULT_SOURCE, load_source
 
 from benchmarks.machine import describe
 from benchmarks.plan import FULL, QUICK, SECOND

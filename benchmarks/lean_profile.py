@@ -14,7 +14,8 @@ from benchmarks.link_profile import frame_ms
 from shared import model as lean
 from shared.kv import SessionCache
 from shared.spec import ModelSpec
-from shared.weights import ROLES, build_part, shard_keys
+from attestation.evidence import NODE_ROLES
+from shared.weights import build_part, shard_keys
 
 # The projections run as oneDNN linears (shared.linear); bmm is a new token's attention.
 MATMUL_OPS = {"mkldnn::_linear_pointwise", "aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"}
@@ -35,7 +36,7 @@ def build_parts(model, split: int, dtype: torch.dtype) -> dict[str, lean.Part]:
     spec = ModelSpec.from_config(model.config.to_dict())
     state = model.state_dict()
     parts = {}
-    for role in ROLES:
+    for role in NODE_ROLES:
         # lm_head is tied to the embedding: node2 holds its own copy, as the release step gives it.
         sd = {k: state[k if k in state else "model.embed_tokens.weight"].clone() for k in shard_keys(role, spec, split)}
         parts[role] = build_part(role, spec, split, sd, dtype, max_positions=2048)
@@ -152,7 +153,7 @@ def lean_profile(model, split: int, dtype: torch.dtype, node_threads: int, promp
     out = {
         "decode": [step_ms(parts, b, n) for b in (1, 8, 16)] + [step_ms(parts, 1, torch.get_num_threads())],
         "prefill": [step_ms(parts, 1, t, prompt=prompt_tokens) for t in sorted({n, torch.get_num_threads()})],
-        "ops": [op_profile(parts, role, n) for role in ROLES],
+        "ops": [op_profile(parts, role, n) for role in NODE_ROLES],
         "bandwidth_gbs": read_bandwidth_gbs(n),
         "weight_bytes": {role: p.weight_bytes() for role, p in parts.items()},
         # A decode step reads every weight but the embedding table, of which it needs one row per token.

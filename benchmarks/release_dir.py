@@ -1,9 +1,10 @@
 """Which release the benchmark's stack runs from: `make run`'s data/ when it is current, else our own."""
 from pathlib import Path
 
-from attestation.release import bless, previous_policy, read_manifest, reference_measurements
-from shared.release import release
-from shared.source import DEFAULT_SOURCE
+from attestation.release_dir import previous_policy, read_manifest, reference_measurements
+from release.bless import bless
+from release.publish import publish
+from release.source import DEFAULT_SOURCE
 
 ROOT = Path(__file__).resolve().parents[1]
 OWN_RELEASE = ROOT / "benchmarks" / "out" / "release"
@@ -35,5 +36,5 @@ def release_dir(loaded) -> tuple[Path, str]:
         # Our own scratch release: re-blessing it for this checkout's code touches nothing of `make run`'s.
         bless(ROOT, OWN_RELEASE)
     else:
-        release(DEFAULT_SOURCE, OWN_RELEASE, loaded=loaded)
+        publish(DEFAULT_SOURCE, OWN_RELEASE, loaded=loaded)
     return OWN_RELEASE, note

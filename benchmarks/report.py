@@ -79,8 +79,8 @@ def kernel_text(r: dict) -> str:
     c = next((s["compute"] for s in r["sections"].values() if s.get("compute")), None)
     if not c:
         return "not recorded"
-    rows = ", ".join(f"{shape} {rows}" for shape, rows in sorted(c["min_rows"].items()))
-    return f"{c['kernel']}; rows per step at least: {rows}"
+    plans = ", ".join(f"{shape}: {p['min']}-{p['max'] or 'any'}" for shape, p in sorted(c["rows"].items()))
+    return f"{c['kernel']}; rows per kernel call (probed at load): {plans}"
 
 
 def targets_block(targets) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from shared.launch import Stack
+from launcher.stack import Stack
 
 PORTS = {"TWINTEE_NODE2_PORT": "15201", "TWINTEE_NODE1_PORT": "15202", "TWINTEE_BROKER_PORT": "15203"}
 

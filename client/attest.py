@@ -8,10 +8,10 @@ import requests
 from attestation.binding import NONCE_BYTES, report_data
 from attestation.errors import PolicyError
 from attestation.policy import Policy, load_policy
-from attestation.release import release_public_key
+from attestation.release_dir import release_public_key
 from attestation.verify import Verifier
+from attestation.evidence import NODE_ROLES
 
-ROLES = ("node1", "node2")
 
 
 class VerificationFailed(Exception):
@@ -93,13 +93,13 @@ def attest(http: requests.Session, url: str, pinned: PinnedPolicy) -> dict:
     nonce = secrets.token_bytes(NONCE_BYTES)
     body = fetch_evidence(http, url, nonce)
     verifier = Verifier(pinned.policy)
-    reports = {role: appraise_node(verifier, pinned.policy, role, body.get(role), nonce) for role in ROLES}
+    reports = {role: appraise_node(verifier, pinned.policy, role, body.get(role), nonce) for role in NODE_ROLES}
     return {**reports, "node1_verdict_on_node2": body.get("node1_verdict_on_node2")}
 
 
 def require_verified(reports: dict) -> bytes:
     """-> node1's attested X25519 key, or VerificationFailed naming the first failed check."""
-    for role in ROLES:
+    for role in NODE_ROLES:
         rep = reports[role]
         if not rep.ok:
             failed = rep.verdict["failed"]

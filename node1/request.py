@@ -1,5 +1,7 @@
 """Parses and checks a POST /generate body; every refusal names the field and the limit."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from shared.sampling import SamplingError, SamplingParams
 
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 8
@@ -14,14 +16,9 @@ class BadRequest(ValueError):
 class GenerateRequest:
     messages: tuple[dict, ...]
     max_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
     stream: bool = False
-
-    def sampling(self) -> dict:
-        return {"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
 
 
 def _messages(body: dict) -> tuple[dict, ...]:
@@ -41,13 +38,6 @@ def _messages(body: dict) -> tuple[dict, ...]:
     return ({"role": "user", "content": prompt},)
 
 
-def _number(body: dict, name: str, default: float, lo: float, hi: float) -> float:
-    v = body.get(name, default)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-        raise BadRequest(f"'{name}' must be a number in [{lo}, {hi}]")
-    return float(v)
-
-
 def _stop(body: dict) -> tuple[str, ...]:
     stop = body.get("stop") or []
     if isinstance(stop, str):
@@ -65,18 +55,17 @@ def parse_generate(body, max_new_tokens: int) -> GenerateRequest:
     max_tokens = body.get("max_tokens", 256)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= max_new_tokens:
         raise BadRequest(f"'max_tokens' must be an integer from 1 to {max_new_tokens}")
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
-        raise BadRequest("'seed' must be a non-negative integer")
+    try:
+        sampling = SamplingParams.from_dict(body)
+    except SamplingError as err:
+        raise BadRequest(str(err)) from None
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest("'stream' must be true or false")
     return GenerateRequest(
         messages=_messages(body),
         max_tokens=max_tokens,
-        temperature=_number(body, "temperature", 0.0, 0.0, 2.0),
-        top_p=_number(body, "top_p", 1.0, 1e-6, 1.0),
-        seed=seed,
+        sampling=sampling,
         stop=_stop(body),
         stream=stream,
     )

@@ -10,14 +10,13 @@ import torch
 
 from node1.config import Node1Config
 from node1.link import Node2Link
-from node1.scheduler import Scheduler
+from node1.scheduler import InFlight, Scheduler
 from node1.text import TextCodec
 from shared.identity import open_release
 from shared.linear import compute_report
-from shared.loading import load_part
-from shared.manifest import ManifestError
+from shared.loading import load_part, tokenizer_digest
+from attestation.manifest import ManifestError
 from shared.metrics import NodeMetrics
-from shared.prepare import tokenizer_digest
 
 log = logging.getLogger("twintee.node1")
 RECONNECT_S = 2.0
@@ -82,7 +81,8 @@ class Node1Runtime:
         # refused by its peer as well as by the broker, and both sides' /health say why.
         self.link.connect()
         part, self.load_stats = load_part(self.release, "node1", self.config.model, self.open_shard or opener)
-        self.slots = [Scheduler(part, self.config.model, link, self.metrics).start() for link in self.links]
+        in_flight = InFlight()  # shared by the slots: a step alone in flight may use every core
+        self.slots = [Scheduler(part, self.config.model, link, self.metrics, in_flight).start() for link in self.links]
         for link in self.links[1:]:
             link.connect()
         self.state, self.reason = "ready", "ready"

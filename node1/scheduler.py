@@ -45,9 +45,32 @@ class Generation:
         self.cancelled.set()
 
 
+class InFlight:
+    """How many of node1's pipeline slots have a step in flight (node1's layers through node2's reply).
+
+    A step that starts with no other in flight has the machine to itself: node1 and node2 take
+    turns on it, so each may use every core (measured on a 2-core Xeon: a single stream's lean step
+    62 -> 41 ms with two threads per node). With two in flight both nodes compute at once and each
+    keeps its decode share.
+    """
+
+    def __init__(self):
+        self.lock, self.count = threading.Lock(), 0
+
+    def __enter__(self) -> bool:
+        with self.lock:
+            self.count += 1
+            return self.count == 1  # alone
+
+    def __exit__(self, *exc) -> None:
+        with self.lock:
+            self.count -= 1
+
+
 class Scheduler:
-    def __init__(self, part: model.Part, settings: ModelSettings, link, metrics=None):
+    def __init__(self, part: model.Part, settings: ModelSettings, link, metrics=None, in_flight: InFlight | None = None):
         self.part, self.settings, self.link, self.metrics = part, settings, link, metrics
+        self.in_flight = in_flight or InFlight()
         self.waiting: queue.Queue[Generation] = queue.Queue()
         self.active: list[Generation] = []
         self.closing: list[str] = []
@@ -127,17 +150,18 @@ class Scheduler:
     def _step(self, batch: list[Generation]) -> None:
         t0 = time.perf_counter()
         entries, opens, ids, seqs = self._inputs(batch)
-        self.settings.use_threads_for(len(ids))
-        hidden = model.run_layers(self.part, model.embed(self.part, ids), seqs)  # [N, D]
-        header, body = wire.step_message(entries, hidden.cpu(), opens, self.closing)
-        self.closing = []
-        try:
-            results, tokens, errors = wire.parse_tokens(*self.link.exchange(header, body))
-        except Exception as exc:  # noqa: BLE001 - any link failure fails this step's sessions, not the loop
-            message = getattr(exc, "public_message", "node2 did not answer the step")
-            for g in batch:
-                self._retire(g, GenerationFailed(message))
-            return
+        with self.in_flight as alone:
+            self.settings.use_threads_for(len(ids), alone)
+            hidden = model.run_layers(self.part, model.embed(self.part, ids), seqs)  # [N, D]
+            header, body = wire.step_message(entries, hidden.cpu(), opens, self.closing, alone=alone)
+            self.closing = []
+            try:
+                results, tokens, errors = wire.parse_tokens(*self.link.exchange(header, body))
+            except Exception as exc:  # noqa: BLE001 - any link failure fails this step's sessions, not the loop
+                message = getattr(exc, "public_message", "node2 did not answer the step")
+                for g in batch:
+                    self._retire(g, GenerationFailed(message))
+                return
         for g, r, tok in zip(batch, results, tokens):
             self._deliver(g, r, tok, errors)
         if self.metrics:

@@ -91,7 +91,8 @@ def _step(rt: Node2Runtime, frame: bytes) -> bytes:
             rt.metrics.frames_rejected.labels(reason=getattr(exc, "reason", "malformed")).inc()
             log.warning("rejected a frame: %s", exc)
             raise ApiError(400, f"frame rejected: {exc}") from None
-        results, ids, errors = (rt.engine.step(entries, hidden, opens, close, observe=rt.metrics.step_seconds.observe)
+        results, ids, errors = (rt.engine.step(entries, hidden, opens, close, observe=rt.metrics.step_seconds.observe,
+                                               alone=wire.step_alone(header))
                                 if entries or close else ([], [], {}))
         rt.counters["steps"] += 1
         if entries:

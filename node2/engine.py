@@ -3,16 +3,20 @@
 Sessions follow Petals' inference sessions: each step names its session, step number and start
 position, and a step that does not continue its session's cache exactly is refused.
 """
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from node2.sampling import Sampling, SamplingError, sample
+from node2.sampling import generator, sample
 from shared import model
 from shared.config import ModelSettings
 from shared.kv import CacheOverflow, SessionCache
+from shared.sampling import SamplingError, SamplingParams
+
+log = logging.getLogger("twintee.node2")
 
 
 class StepError(ValueError):
@@ -22,7 +26,7 @@ class StepError(ValueError):
 @dataclass
 class Session:
     cache: SessionCache
-    sampling: Sampling
+    sampling: SamplingParams
     generator: torch.Generator | None
     next_step: int = 0
     touched: float = field(default_factory=time.monotonic)
@@ -43,7 +47,8 @@ class Engine:
         with self.lock:
             self.sessions.clear()
 
-    def step(self, entries: list[dict], hidden: torch.Tensor, opens: dict, close: list[str], observe=None):
+    def step(self, entries: list[dict], hidden: torch.Tensor, opens: dict, close: list[str], observe=None,
+             alone: bool = False):
         """-> (results [{id, step, ok}], token ids (0 where not ok), errors {id: message}).
 
         `observe(seconds)` receives the step's compute time, without the wait for another channel's step.
@@ -64,8 +69,8 @@ class Engine:
             if live and errors:  # drop the rows of refused sessions; the others still run
                 hidden = hidden[torch.cat(rows)]
             t0 = time.perf_counter()
-            self.settings.use_threads_for(hidden.shape[0])
-            tokens = self._forward(hidden, live) if live else {}
+            self.settings.use_threads_for(hidden.shape[0], alone)
+            tokens = self._forward_isolated(hidden, live, errors) if live else {}
             if live and observe:
                 observe(time.perf_counter() - t0)
             self.steps += 1
@@ -96,13 +101,32 @@ class Engine:
         if not isinstance(capacity, int) or not 0 < capacity <= self.settings.max_positions:
             raise StepError(f"capacity must be an integer in [1, {self.settings.max_positions}]")
         try:
-            sampling = Sampling.from_dict(params)
+            sampling = SamplingParams.from_dict(params)
         except SamplingError as err:
             raise StepError(str(err)) from None
         cache = SessionCache(self.part.spec, len(self.part.layers), capacity, self.part.dtype, self.settings.device)
-        return Session(cache, sampling, sampling.generator())
+        return Session(cache, sampling, generator(sampling))
 
-    def _forward(self, hidden: torch.Tensor, live: list) -> dict[str, int]:
+    def _forward_isolated(self, hidden: torch.Tensor, live: list, errors: dict) -> dict[str, int]:
+        """One sequence's failure ends that sequence only: if the batch fails, each sequence runs
+        alone (rows are batch-invariant, so the survivors' tokens are the ones the batch would have
+        given; a failed attempt wrote only cache slots the retry overwrites)."""
+        try:
+            return self._forward(hidden, live, errors)
+        except Exception:  # noqa: BLE001 - isolate, then report per sequence
+            log.warning("a batch of %d sequences failed; running them one by one", len(live))
+        out, row = {}, 0
+        for e, sess in live:
+            rows, row = hidden[row : row + e["n"]], row + e["n"]
+            try:
+                out.update(self._forward(rows, [(e, sess)], errors))
+            except Exception as exc:  # noqa: BLE001 - this sequence alone fails
+                log.warning("session %s failed: %s", e["id"][:8], type(exc).__name__)
+                errors[e["id"]] = "node2 could not compute this sequence"
+                self.sessions.pop(e["id"], None)
+        return out
+
+    def _forward(self, hidden: torch.Tensor, live: list, errors: dict) -> dict[str, int]:
         # hidden: [N, D] rows of the live sessions, in order
         seqs = [model.Seq(sess.cache, e["pos"], e["n"]) for e, sess in live]
         y = model.run_layers(self.part, hidden.to(self.part.dtype), seqs)
@@ -110,7 +134,13 @@ class Engine:
         logits = model.logits(self.part, y[last])  # [B, V]
         out = {}
         for i, (e, sess) in enumerate(live):
-            out[e["id"]] = sample(logits[i], sess.sampling, sess.generator)
+            try:
+                out[e["id"]] = sample(logits[i], sess.sampling, sess.generator)
+            except RuntimeError as exc:  # e.g. non-finite logits: this session ends, the others go on
+                log.warning("session %s could not be sampled: %s", e["id"][:8], type(exc).__name__)
+                errors[e["id"]] = "sampling failed for this sequence"
+                self.sessions.pop(e["id"], None)
+                continue
             sess.next_step += 1
             sess.touched = time.monotonic()
         return out

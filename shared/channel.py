@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shared import wire
 from shared.handshake import ChannelKeys
+from attestation.canonical import canonical_json
 
 # Distinct per direction: even if both directions ever shared a key, their nonces could not collide.
 DIRECTION_PREFIX = {"i2r": b"\x00\x00\x00\x01", "r2i": b"\x00\x00\x00\x02"}
@@ -96,7 +97,7 @@ class SealedChannel:
             seq = self._sent
             sealed_header = {**header, "ch": self._channel, "dir": self._send_dir, "seq": seq}
             body = self._send.encrypt(frame_nonce(self._send_dir, seq), plaintext,
-                                      wire.canonical(sealed_header))
+                                      canonical_json(sealed_header))
             self._sent += 1
         return wire.encode_frame(sealed_header, body)
 

@@ -76,16 +76,16 @@ class ModelSettings:
             except UnsupportedCpu as exc:
                 raise ConfigError(str(exc)) from None
 
-    def use_threads_for(self, n_tokens: int) -> None:
+    def use_threads_for(self, n_tokens: int, alone: bool = False) -> None:
         """Sets the calling thread's torch threads for a step: every core for a prefill-sized step
-        (the nodes take turns on a prompt), else the decode setting.
+        or one that node1 found alone in flight (the nodes take turns on it), else the decode setting.
 
         Called on every step, in the thread that computes: OpenMP keeps the count per thread, and a
         web server's request thread starts with one per core whatever the process set at startup
         (measured: oneDNN in a fresh thread kept 1.97 cores busy after the main thread set 1).
         """
-        prefill = n_tokens >= PREFILL_TOKENS
-        n = (self.prefill_threads or os.cpu_count() or 1) if prefill else self.threads
+        every_core = alone or n_tokens >= PREFILL_TOKENS
+        n = (self.prefill_threads or os.cpu_count() or 1) if every_core else self.threads
         if n:
             torch.set_num_threads(n)
 

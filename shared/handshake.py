@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from attestation.binding import NONCE_BYTES, report_data
 from attestation.errors import AttestationError
-from shared.wire import canonical
+from attestation.canonical import canonical_json
 
 VERSION = "twintee-handshake/1"
 PUBLIC_KEY_BYTES = 32
@@ -160,7 +160,7 @@ class Initiator:
         self._nonce = secrets.token_bytes(NONCE_BYTES)
         m1 = {"version": VERSION, "role": self.my_role, "nonce": self._nonce.hex(),
               "public_key": _public_bytes(self._private).hex()}
-        self._m1 = canonical(m1)
+        self._m1 = canonical_json(m1)
         return m1
 
     def finish(self, m2: object) -> tuple[dict, ChannelKeys]:
@@ -175,7 +175,7 @@ class Initiator:
         shared = _exchange(private, fields["public_key"])
         m3 = {"handshake_id": m2["handshake_id"],
               "evidence": self._attester(report_data(_public_bytes(private), fields["nonce"]))}
-        return m3, _derive(shared, self._m1 + canonical(m2) + canonical(m3), verdict)
+        return m3, _derive(shared, self._m1 + canonical_json(m2) + canonical_json(m3), verdict)
 
 
 @dataclass
@@ -216,7 +216,7 @@ class Responder:
         m2 = {"handshake_id": secrets.token_hex(HANDSHAKE_ID_BYTES), "role": self.my_role,
               "nonce": nonce.hex(), "public_key": public.hex(),
               "evidence": self._attester(report_data(public, fields["nonce"]))}
-        self._store(m2["handshake_id"], _Pending(canonical(m1), canonical(m2), fields["public_key"],
+        self._store(m2["handshake_id"], _Pending(canonical_json(m1), canonical_json(m2), fields["public_key"],
                                                   nonce, private, self._clock()))
         return m2
 
@@ -227,7 +227,7 @@ class Responder:
         verdict = _appraised(self._appraise, fields["evidence"], self.peer_role,
                              report_data(pending.peer_public, pending.nonce))
         shared = _exchange(pending.private, pending.peer_public)
-        return _derive(shared, pending.m1 + pending.m2 + canonical(m3), verdict)
+        return _derive(shared, pending.m1 + pending.m2 + canonical_json(m3), verdict)
 
     def _remember_nonce(self, nonce: bytes) -> None:
         # Bounded: forgetting the oldest nonces is safe because a replayed m1 still cannot finish:

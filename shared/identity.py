@@ -9,7 +9,7 @@ from attestation.binding import report_data
 from attestation.measure import measure_node
 from attestation.policy import Policy, load_policy
 from attestation.providers import make_attester
-from attestation.release import release_public_key, security_config
+from attestation.release_dir import release_public_key, security_config
 from attestation.verify import Verifier
 from shared.config import TeeSettings
 from shared.loading import Release
@@ -69,7 +69,7 @@ def open_release(role: str, tee: TeeSettings):
     A manifest older than the policy's minimum version is refused here (anti-rollback).
     """
     from shared.loading import read_release
-    from shared.manifest import ManifestError
+    from attestation.manifest import ManifestError
     from shared.shard_access import broker_opener
 
     release = read_release(tee.data_dir)

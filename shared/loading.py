@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load as st_load
 
+from attestation.manifest import ManifestError, load_manifest, read_public_key
 from shared.config import ModelSettings
-from shared.manifest import ManifestError, load_manifest, read_public_key
 from shared.model import Part
 from shared.spec import ModelSpec
 from shared.weights import build_part
@@ -74,6 +74,16 @@ def shard_bytes(release: Release, role: str, open_shard=None) -> bytes:
     if open_shard is not None:
         return open_shard(entry, path)
     return path.read_bytes()
+
+
+def tokenizer_digest(folder: Path) -> str:
+    """What the signed manifest pins of the tokenizer folder: names and SHA-256 of its files."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return _sha256(b"".join(p.name.encode() + b"\0" + _sha256(p.read_bytes()).encode() for p in files))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_part(release: Release, role: str, settings: ModelSettings, open_shard=None) -> tuple[Part, dict]:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import requests
 
-from attestation.broker.client import fetch_shard_key
+from attestation.key_request import fetch_shard_key
 from shared.loading import Release
 from shared.shard_crypto import decrypt_to_memory
 

@@ -5,7 +5,6 @@ from shared.linear import Weight
 from shared.model import Layer, Part, rope_tables
 from shared.spec import ModelSpec
 
-ROLES = ("node1", "node2")
 
 
 class ShardMismatch(ValueError):

@@ -10,6 +10,7 @@ import struct
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+from attestation.canonical import canonical_json
 
 MAGIC = b"TT01"
 MAX_HEADER_BYTES = 64 * 1024
@@ -20,13 +21,8 @@ class WireError(ValueError):
     """A frame or tensor payload from the peer is malformed."""
 
 
-def canonical(header: dict) -> bytes:
-    """The one byte encoding of a header: what is sent and what is authenticated."""
-    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-
-
 def encode_frame(header: dict, body: bytes) -> bytes:
-    head = canonical(header)
+    head = canonical_json(header)
     return MAGIC + struct.pack(">I", len(head)) + head + body
 
 
@@ -42,7 +38,7 @@ def decode_frame(frame: bytes) -> tuple[dict, bytes, bytes]:
         header = json.loads(raw)
     except ValueError as e:
         raise WireError("frame header is not JSON") from e
-    if not isinstance(header, dict) or canonical(header) != raw:
+    if not isinstance(header, dict) or canonical_json(header) != raw:
         raise WireError("frame header is not canonical JSON")
     return header, raw, frame[8 + n :]
 
@@ -78,8 +74,11 @@ def _nonneg_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
-def step_message(entries: list[dict], hidden: torch.Tensor, opens: dict, close: list[str]) -> tuple[dict, bytes]:
-    header = {"type": "step", "sessions": entries, "close": close,
+def step_message(entries: list[dict], hidden: torch.Tensor, opens: dict, close: list[str],
+                 alone: bool = False) -> tuple[dict, bytes]:
+    # alone: no other step is in flight, so node2 may use every core for this one (a thread count,
+    # nothing more: it cannot change a result, see shared/linear.py).
+    header = {"type": "step", "sessions": entries, "close": close, "alone": alone,
               "dtype": DTYPE_NAMES[hidden.dtype], "shape": list(hidden.shape)}
     body = st_save({"hidden": hidden.contiguous()}, metadata={"open": json.dumps(opens)})
     return header, body
@@ -111,6 +110,11 @@ def parse_step(header: dict, body: bytes) -> tuple[list[dict], torch.Tensor, dic
     if not isinstance(opens, dict):
         raise WireError("open metadata is not an object")
     return entries, hidden, opens, close
+
+
+def step_alone(header: dict) -> bool:
+    """node1's hint that this step is the only one in flight; anything but `true` means share the cores."""
+    return header.get("alone") is True
 
 
 def tokens_message(results: list[dict], ids: list[int], errors: dict[str, str]) -> tuple[dict, bytes]:

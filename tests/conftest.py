@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from shared.cpu import read_cpu
-from shared.source import DEFAULT_SOURCE, load_source
+from release.source import DEFAULT_SOURCE, load_source
 
 ROOT = Path(__file__).resolve().parents[1]
 TEE_SAMPLES = ROOT.parent / "shared" / "tee-samples"
@@ -31,10 +31,10 @@ def smollm():
 @pytest.fixture(scope="session")
 def release_dir(tmp_path_factory, smollm) -> Path:
     """A data directory holding a full release of SmolLM2 (shards, manifest, policy)."""
-    from shared.release import release
+    from release.publish import publish
 
     data = tmp_path_factory.mktemp("release")
-    release(DEFAULT_SOURCE, data, loaded=smollm)
+    publish(DEFAULT_SOURCE, data, loaded=smollm)
     return data
 
 

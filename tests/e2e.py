@@ -1,7 +1,7 @@
 """Helpers for the end-to-end tests: a real stack (broker, node2, node1 under gunicorn) on loopback."""
 from pathlib import Path
 
-from shared.launch import Stack
+from launcher.stack import Stack
 
 PORTS = {"TWINTEE_NODE2_PORT": "15101", "TWINTEE_NODE1_PORT": "15102", "TWINTEE_BROKER_PORT": "15103"}
 

@@ -8,7 +8,7 @@ import pytest
 
 from attestation.measure import measure_node
 from attestation.policy import load_policy
-from attestation.release import release_public_key, security_config
+from attestation.release_dir import release_public_key, security_config
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "tee-samples"
@@ -17,8 +17,8 @@ INSIDE, AFTER = "1751000000", "1760000000"
 MANIFEST_BODY = {"model_id": "test/model", "version": 2, "split_layer": 4}
 
 
-def run(*args):
-    done = subprocess.run([sys.executable, "-m", "attestation", *map(str, args)], cwd=REPO,
+def run(*args, tool="attestation"):
+    done = subprocess.run([sys.executable, "-m", tool, *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     return done.returncode, done.stdout, done.stderr
 
@@ -30,7 +30,8 @@ def verify(*extra, quote=None):
 
 @pytest.fixture
 def project(tmp_path):
-    for rel in ("node1/app.py", "node2/engine.py", "shared/config.py", "attestation/verify.py"):
+    for rel in ("node1/app.py", "node2/engine.py", "shared/config.py", "attestation/verify.py", "broker/app.py",
+                "release/bless.py", "webui/app.js"):
         (tmp_path / "project" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "project" / rel).write_text(f"# {rel}\n")
     return tmp_path / "project"
@@ -98,7 +99,7 @@ def test_measure_prints_reference_measurements(project, data_dir):
 
 @needs_samples
 def test_bless_then_verify_with_the_policy(project, data_dir):
-    code, out, err = run("bless", "--root", project, "--data-dir", data_dir)
+    code, out, err = run("bless", "--root", project, "--data-dir", data_dir, tool="release")
     assert code == 0, err
     policy = load_policy(data_dir / "policy.json", release_public_key(data_dir))
     assert json.loads(out)["roles"]["node1"] == policy.roles["node1"]["measurement"]
@@ -108,3 +109,14 @@ def test_bless_then_verify_with_the_policy(project, data_dir):
     (data_dir / "policy.json").write_text(json.dumps(signed))
     code, out, _ = verify("--at", INSIDE, "--policy", data_dir / "policy.json")
     assert code == 2 and "signature" in json.loads(out)["error"]
+
+
+def test_measure_lists_exactly_the_files_each_role_runs(project):
+    listed = {}
+    for role in ("node1", "node2", "broker"):
+        code, out, err = run("measure", "--root", project, "--list", role)
+        assert code == 0, err
+        listed[role] = set(out.split())
+    assert listed["node1"] == {"node1/app.py", "webui/app.js", "shared/config.py", "attestation/verify.py"}
+    assert listed["node2"] == {"node2/engine.py", "shared/config.py", "attestation/verify.py"}
+    assert listed["broker"] == {"broker/app.py", "attestation/verify.py"}  # no model code, no release tooling

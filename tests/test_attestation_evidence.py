@@ -19,7 +19,8 @@ def make_project(root):
         "shared/config.py": "X = 1\n", "attestation/verify.py": "Y = 2\n",
         "webui/index.html": "<html></html>", "webui/app.js": "let a;", "webui/style.css": "a{}",
         "webui/notes.txt": "not code", "node1/__pycache__/app.cpython-311.pyc": "junk",
-        "attestation/tests/test_x.py": "def test(): pass\n",
+        "attestation/tests/test_x.py": "def test(): pass\n", "broker/app.py": "Z = 3\n",
+        "release/bless.py": "owner's tool\n",
     }
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +46,8 @@ def test_role_files_follow_the_role(project):
     assert not any("__pycache__" in p or "/tests/" in p for p in node1)
     assert "node2/engine.py" in node2 and not any(p.startswith(("webui/", "node1/")) for p in node2)
     broker = {p.as_posix() for p in role_files(project, "broker")}
-    assert broker == {"attestation/verify.py", "shared/config.py"}
+    assert broker == {"attestation/verify.py", "broker/app.py"}  # no model code, no release tooling
+    assert not any(p.startswith("release/") for p in node1 | node2 | broker)
 
 
 def test_code_digest_moves_with_the_code_it_covers(project):
@@ -60,7 +62,7 @@ def test_code_digest_moves_with_the_code_it_covers(project):
 
 def test_code_digest_covers_file_names_not_only_bytes(project):
     before = code_digest(project, "broker")
-    (project / "shared/config.py").rename(project / "shared/settings.py")
+    (project / "broker/app.py").rename(project / "broker/application.py")
     assert code_digest(project, "broker") != before
 
 

@@ -15,7 +15,8 @@ from attestation.policy import Policy, load_policy, sign_policy
 from attestation.providers import make_attester
 from attestation.providers.dstack import replay_rtmr
 from attestation.providers.simulated import SimulatedAttester, init_simulated_platform
-from attestation.release import bless, release_public_key, security_config
+from attestation.release_dir import release_public_key, security_config
+from release.bless import bless
 from attestation.verify import NonceBook, Verifier
 from tests.conftest import run_concurrently
 

@@ -10,14 +10,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from attestation.binding import report_data
-from attestation.broker.app import create_app
-from attestation.broker.audit import verify_chain
-from attestation.broker.client import KeyReleaseError, fetch_shard_key
-from attestation.broker.config import BrokerConfig, ConfigError
-from attestation.broker.kms import MasterKey, derive_shard_key, load_master_key
-from attestation.broker.wrap import WrapError, unwrap_key, wrap_key
+from broker.app import create_app
+from broker.audit import verify_chain
+from attestation.key_request import KeyReleaseError, fetch_shard_key
+from broker.config import BrokerConfig, ConfigError
+from broker.kms import MasterKey, derive_shard_key, load_master_key
+from attestation.key_wrap import WrapError, unwrap_key, wrap_key
 from attestation.errors import AttestationError
-from shared.manifest import (canonical, key_id, manifest_path, raw_public_key, sign_manifest,
+from attestation.canonical import canonical_json
+from attestation.manifest import (key_id, manifest_path, raw_public_key, sign_manifest,
                              write_manifest)
 
 MODEL, VERSION = "smollm2-135m", 3
@@ -30,13 +31,13 @@ REFERENCE = {"node1": "11" * 32, "node2": "22" * 32}
 
 def make_evidence(measurement: str, rd: bytes, signer=HW_ROOT) -> dict:
     claims = {"measurement": measurement, "report_data": rd.hex()}
-    return {"claims": claims, "signature": signer.sign(canonical(claims)).hex()}
+    return {"claims": claims, "signature": signer.sign(canonical_json(claims)).hex()}
 
 
 def fake_appraise(evidence: dict, expected_role: str, expected_report_data: bytes) -> dict:
     claims = evidence.get("claims")
     try:
-        HW_ROOT.public_key().verify(bytes.fromhex(evidence["signature"]), canonical(claims))
+        HW_ROOT.public_key().verify(bytes.fromhex(evidence["signature"]), canonical_json(claims))
     except (InvalidSignature, KeyError, TypeError, ValueError):
         raise AttestationError("signature", "evidence signature does not verify") from None
     if claims.get("measurement") != REFERENCE[expected_role]:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from attestation.broker.audit import GENESIS, AuditError, AuditLog, entry_hash, verify_chain
-from attestation.broker.kms import load_master_key
-from shared.manifest import canonical
+from broker.audit import GENESIS, AuditError, AuditLog, entry_hash, verify_chain
+from broker.kms import load_master_key
+from attestation.canonical import canonical_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def lines(path) -> list[bytes]:
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "attestation.broker", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "broker", *map(str, args)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
@@ -67,7 +67,7 @@ def test_edited_line_with_recomputed_hash_breaks_next_link(log_path):
     entry = json.loads(data[1])
     entry["reason"] = "edited"
     entry["hash"] = entry_hash(entry)
-    data[1] = canonical(entry) + b"\n"
+    data[1] = canonical_json(entry) + b"\n"
     log_path.write_bytes(b"".join(data))
     ok, entries, bad = verify_chain(log_path)
     assert (ok, len(entries), bad) == (False, 2, 2)

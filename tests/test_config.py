@@ -50,6 +50,10 @@ def test_every_step_sets_the_computing_threads_own_torch_threads():
         seen.append(torch.get_num_threads())
         settings.use_threads_for(1)
         seen.append(torch.get_num_threads())
+        settings.use_threads_for(1, alone=True)  # the only step in flight: the nodes take turns
+        seen.append(torch.get_num_threads())
+        settings.use_threads_for(1)
+        seen.append(torch.get_num_threads())
 
     before = torch.get_num_threads()
     try:
@@ -58,4 +62,15 @@ def test_every_step_sets_the_computing_threads_own_torch_threads():
         t.join()
     finally:
         torch.set_num_threads(before)
-    assert seen == [2, 1]
+    assert seen == [2, 1, 2, 1]
+
+
+def test_a_step_is_alone_only_while_no_other_slot_has_one_in_flight():
+    from node1.scheduler import InFlight
+
+    in_flight = InFlight()
+    with in_flight as first:
+        with in_flight as second:
+            assert (first, second) == (True, False)
+    with in_flight as again:
+        assert again

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from shared.cpu import library_caps
-from shared.launch import gunicorn_command
+from launcher.stack import gunicorn_command
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -107,3 +107,20 @@ def test_node1_rehandshakes_when_node2_restarts(stack):
     start_roles(stack, ("node2",))
     stack.wait_healthy("node1")  # the same node1 process, which re-handshakes on its own
     assert post(stack, {"prompt": "Hi", "max_tokens": 5}).json()["token_ids"] == before
+
+
+def test_a_tiny_temperature_is_greedy_and_never_fails_a_concurrent_stream(stack):
+    # Issue 12: {"temperature": 1e-320} passed node1's check, overflowed node2's softmax, and the 500
+    # failed every stream batched with it. Now both nodes share one validator and tiny is greedy.
+    import threading
+
+    victim_body = {"prompt": "Count from one to twenty, in words.", "max_tokens": 48}
+    alone = post(stack, victim_body).json()["token_ids"]
+    greedy = post(stack, {"prompt": "hi", "max_tokens": 8}).json()["token_ids"]
+    out = {}
+    victim = threading.Thread(target=lambda: out.update(victim=post(stack, victim_body)))
+    victim.start()
+    attacks = [post(stack, {"prompt": "hi", "temperature": 1e-320, "max_tokens": 8}) for _ in range(4)]
+    victim.join()
+    assert out["victim"].status_code == 200 and out["victim"].json()["token_ids"] == alone
+    assert all(a.status_code == 200 and a.json()["token_ids"] == greedy for a in attacks)

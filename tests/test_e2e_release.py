@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from shared.launch import ROOT, Stack
+from launcher.stack import ROOT, Stack
 from tests.conftest import chat_ids, hf_greedy
 from tests.e2e import stack_env, start_roles
 
@@ -36,7 +36,7 @@ def wait_failed(stack: Stack, role: str, timeout=90) -> str:
 
 
 def run_release(*args):
-    return subprocess.run([sys.executable, "-m", "shared.release", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    return subprocess.run([sys.executable, "-m", "release", *args], cwd=ROOT, capture_output=True, text=True, check=True)
 
 
 def test_rotation_serves_new_version_and_retires_old(release_dir, tmp_path, smollm):

@@ -8,7 +8,7 @@ import pytest
 import requests
 import torch
 
-from shared.launch import ROOT, Stack
+from launcher.stack import ROOT, Stack
 from tests.conftest import chat_ids
 from tests.e2e import PORTS, stack_env, start_roles, start_stack
 from tests.proxy import HostProxy

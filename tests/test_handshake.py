@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from attestation.binding import report_data
 from attestation.errors import AttestationError
 from shared.channel import SealedChannel
-from shared.handshake import VERSION, HandshakeError, Initiator, Responder
+from shared.handshake import HandshakeError, Initiator, Responder
 
 GOOD = "a" * 64  # the measurement the appraiser trusts
 MAX_AGE_S = 60

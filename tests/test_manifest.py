@@ -1,4 +1,4 @@
-"""Tests for shared/manifest.py: signing, storage, and every refusal named."""
+"""Tests for attestation/manifest.py: signing, storage, and every refusal named."""
 import copy
 import json
 
@@ -6,7 +6,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared.manifest import (SIGNING_TAG, ManifestError, canonical, key_id, load_manifest, manifest_path,
+from attestation.canonical import canonical_json
+from attestation.manifest import (SIGNING_TAG, ManifestError, key_id, load_manifest, manifest_path,
                              raw_public_key, read_public_key, sign_manifest, write_manifest)
 
 OWNER = Ed25519PrivateKey.generate()
@@ -34,7 +35,7 @@ def path(tmp_path):
 def edit(path, fn):
     doc = json.loads(path.read_bytes())
     fn(doc)
-    path.write_bytes(canonical(doc))
+    path.write_bytes(canonical_json(doc))
 
 
 def refusal(path, pub=OWNER_PUB, **kw) -> str:
@@ -47,7 +48,7 @@ def test_round_trip_and_canonical_storage(path, tmp_path):
     assert path == tmp_path / "model" / "manifest.json"
     assert load_manifest(path, OWNER_PUB) == make_body()
     raw = path.read_bytes()
-    assert raw == canonical(json.loads(raw))  # sorted keys, no spaces
+    assert raw == canonical_json(json.loads(raw))  # sorted keys, no spaces
 
 
 def test_key_id_names_model_version_role():
@@ -119,9 +120,9 @@ def test_malformed_body_cannot_be_signed_or_loaded(path, breakage):
         sign_manifest(body, OWNER)
     assert e.value.cause == "malformed"
     # Signed anyway (bypassing our validation): the loader still refuses it.
-    doc = {"body": body, "signature": OWNER.sign(SIGNING_TAG + canonical(body)).hex(),
+    doc = {"body": body, "signature": OWNER.sign(SIGNING_TAG + canonical_json(body)).hex(),
            "public_key": OWNER_PUB.hex()}
-    path.write_bytes(canonical(doc))
+    path.write_bytes(canonical_json(doc))
     assert refusal(path) == "malformed"
 
 

@@ -4,8 +4,10 @@ import torch
 from safetensors.torch import load_file
 
 from node2.engine import Engine
-from node2.sampling import Sampling, SamplingError, sample
+from node2 import engine as engine_module
+from node2.sampling import generator, sample
 from shared.config import ModelSettings
+from shared.sampling import SamplingParams
 from shared.spec import ModelSpec
 from shared.weights import build_part, shard_keys
 
@@ -67,12 +69,48 @@ def test_close_frees_and_limits_hold(engine):
 
 def test_sampling_greedy_seeded_and_top_p():
     logits = torch.tensor([0.0, 3.0, 1.0, 2.9])
-    assert sample(logits, Sampling(), None) == 1
-    s = Sampling(temperature=1.0, seed=7)
-    draws = [sample(logits, s, s.generator()) for _ in range(5)]
+    assert sample(logits, SamplingParams(), None) == 1
+    s = SamplingParams(temperature=1.0, seed=7)
+    draws = [sample(logits, s, generator(s)) for _ in range(5)]
     assert len(set(draws)) == 1  # same seed, same first draw
-    tight = Sampling(temperature=1.0, top_p=0.01, seed=3)
-    gen = tight.generator()
+    tight = SamplingParams(temperature=1.0, top_p=0.01, seed=3)
+    gen = generator(tight)
     assert {sample(logits, tight, gen) for _ in range(20)} == {1}
-    with pytest.raises(SamplingError):
-        Sampling.from_dict({"temperature": "hot"})
+
+
+@pytest.mark.parametrize("temperature", [1e-320, 5e-324, 1e-6])
+def test_tiny_temperatures_are_greedy_not_an_overflow(temperature):
+    # Issue 12: 1e-320 passed the range check and node2's softmax produced nan.
+    s = SamplingParams(temperature=temperature, seed=1)
+    assert s.greedy and sample(torch.tensor([0.0, 3.0, 1.0]), s, generator(s)) == 1
+
+
+def test_one_sequence_that_cannot_be_sampled_ends_alone(engine, monkeypatch):
+    real = engine_module.sample
+
+    def poisoned(logits, s, gen):  # what a sampler bug or non-finite logits would raise
+        if s.seed == 13:
+            raise RuntimeError("invalid multinomial distribution")
+        return real(logits, s, gen)
+
+    monkeypatch.setattr(engine_module, "sample", poisoned)
+    opens = {A: {"capacity": 4, "temperature": 1.0, "seed": 13}, B: {"capacity": 4}}
+    results, ids, errors = step(engine, [{"id": A, "step": 0, "pos": 0, "n": 2}, {"id": B, "step": 0, "pos": 0, "n": 2}], opens)
+    assert [r["ok"] for r in results] == [False, True] and "sampling failed" in errors[A]
+    assert A not in engine.sessions and engine.sessions[B].next_step == 1
+
+
+def test_a_batch_that_fails_is_rerun_one_sequence_at_a_time(engine, monkeypatch):
+    real_forward, calls = engine._forward, []
+
+    def flaky(hidden, live, errors):
+        calls.append(len(live))
+        if len(live) > 1 or live[0][0]["id"] == A:  # the batch fails, and A fails alone too
+            raise RuntimeError("kernel failure")
+        return real_forward(hidden, live, errors)
+
+    monkeypatch.setattr(engine, "_forward", flaky)
+    opens = {A: {"capacity": 4}, B: {"capacity": 4}}
+    results, _, errors = step(engine, [{"id": A, "step": 0, "pos": 0, "n": 1}, {"id": B, "step": 0, "pos": 0, "n": 3}], opens)
+    assert calls == [2, 1, 1] and [r["ok"] for r in results] == [False, True]
+    assert "could not compute" in errors[A] and engine.sessions[B].cache.length == 3

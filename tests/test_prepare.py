@@ -7,15 +7,15 @@ import torch
 from safetensors.torch import load as st_load
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from attestation.broker.kms import derive_shard_key, load_master_key
+from broker.kms import derive_shard_key, load_master_key
 from shared import model as M
 from shared.config import ModelSettings
 from shared.kv import SessionCache
 from shared.loading import load_part, read_release
-from shared.prepare import PrepareError, split_point
-from shared.release import release
+from release.prepare import PrepareError, split_point
+from release.publish import publish
 from shared.shard_crypto import decrypt_to_memory
-from shared.source import smollm2_dir, SMOLLM2_GGUF
+from release.source import smollm2_dir, SMOLLM2_GGUF
 from shared.spec import ModelSpec
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ def tiny_release(tiny_llama_dir, tmp_path_factory):
     # The tiny model borrows SmolLM2's tokenizer: prepare needs one, and the vocabularies match.
     AutoTokenizer.from_pretrained(smollm2_dir(), gguf_file=SMOLLM2_GGUF).save_pretrained(tiny_llama_dir)
     data = tmp_path_factory.mktemp("tiny-release")
-    release(str(tiny_llama_dir), data, split=1)
+    publish(str(tiny_llama_dir), data, split=1)
     return data
 
 

@@ -7,7 +7,8 @@ from node1.request import BadRequest, parse_generate
 def test_prompt_becomes_one_user_message_with_defaults():
     req = parse_generate({"prompt": "hi"}, 1024)
     assert req.messages == ({"role": "user", "content": "hi"},)
-    assert (req.max_tokens, req.temperature, req.top_p, req.seed, req.stop, req.stream) == (256, 0.0, 1.0, None, (), False)
+    s = req.sampling
+    assert (req.max_tokens, s.temperature, s.top_p, s.seed, req.stop, req.stream) == (256, 0.0, 1.0, None, (), False)
 
 
 def test_messages_are_kept_in_order():

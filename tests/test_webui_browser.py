@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from attestation.evidence import canonical_json
+from attestation.canonical import canonical_json
 from attestation.providers.simulated import SimulatedAttester
-from attestation.release import release_public_key
+from attestation.release_dir import release_public_key
 from tests.e2e import start_stack
 from tests.proxy import HostProxy
 from tests.test_client import TAMPERS, SimulatedRelease, alter_node2_measurement, own_ports, swap_node1_key

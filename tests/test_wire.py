@@ -53,3 +53,10 @@ def test_tensor_payload_is_never_unpickled():
 def test_tokens_round_trip():
     header, body = wire.tokens_message([{"id": SID, "step": 1, "ok": True}], [42], {})
     assert wire.parse_tokens(header, body) == ([{"id": SID, "step": 1, "ok": True}], [42], {})
+
+
+@pytest.mark.parametrize("value, alone", [(True, True), (False, False), (None, False), ("true", False), (1, False)])
+def test_only_a_literal_true_alone_hint_gives_node2_every_core(value, alone):
+    header, _ = wire.step_message([], torch.zeros(0, 4), {}, [], alone=True)
+    header["alone"] = value
+    assert wire.step_alone(header) is alone

@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.serialization import (
     Encoding, NoEncryption, PrivateFormat, PublicFormat, load_pem_private_key)
 
 from attestation.errors import ProviderError
-from attestation.evidence import canonical_json, make_body
+from attestation.canonical import canonical_json
+from attestation.evidence import make_body
 
 ROOT_KEY = "vendor-root.key"
 PLATFORM_KEY = "platform.key"

@@ -2,7 +2,7 @@
 
 Document on disk (canonical JSON: sorted keys, compact) at `<data>/model/manifest.json`:
     {"body": {...}, "signature": hex, "public_key": hex}
-The signature covers SIGNING_TAG || canonical(body), so it cannot be replayed as some other
+The signature covers SIGNING_TAG || canonical_json(body), so it cannot be replayed as some other
 signed object. Loaders pin the owner's public key; the key inside the document is only a hint that
 lets "wrong owner key" be told apart from "bad signature".
 """
@@ -15,9 +15,10 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from attestation.canonical import canonical_json
+from attestation.evidence import NODE_ROLES
 
 SIGNING_TAG = b"twintee/manifest/v1\n"
-ROLES = ("node1", "node2")
 MAX_MANIFEST_BYTES = 1 << 20
 # Hugging Face style ids ("org/name"); every segment starts alphanumeric, so no ".." or "/x".
 _MODEL_ID = re.compile(r"(?=.{1,128}\Z)[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
@@ -39,11 +40,6 @@ class ManifestError(Exception):
         self.detail = detail
 
 
-def canonical(obj) -> bytes:
-    """The one byte encoding of a JSON value: what is signed and what is stored."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
 def manifest_path(data_dir: Path) -> Path:
     return Path(data_dir) / "model" / "manifest.json"
 
@@ -54,8 +50,8 @@ def key_id(model_id: str, version: int, role: str) -> str:
         raise ValueError(_MODEL_ID_RULE)
     if not _is_int(version) or version < 0:
         raise ValueError("version must be a non-negative integer")
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {ROLES}")
+    if role not in NODE_ROLES:
+        raise ValueError(f"role must be one of {NODE_ROLES}")
     return f"{model_id}:v{version}:{role}"
 
 
@@ -98,9 +94,9 @@ def validate_body(body) -> dict:
     created = body["created_at"]
     _require((_is_int(created) and created >= 0) or (isinstance(created, str) and bool(created)),
              "created_at must be unix seconds or a non-empty timestamp string")
-    _require(isinstance(body["shards"], dict) and set(body["shards"]) == set(ROLES),
-             f"shards must have exactly the roles {ROLES}")
-    for role in ROLES:
+    _require(isinstance(body["shards"], dict) and set(body["shards"]) == set(NODE_ROLES),
+             f"shards must have exactly the roles {NODE_ROLES}")
+    for role in NODE_ROLES:
         _check_shard(body, role)
     return body
 
@@ -112,7 +108,7 @@ def raw_public_key(key: Ed25519PublicKey) -> bytes:
 def sign_manifest(body: dict, owner_private_key: Ed25519PrivateKey) -> dict:
     """Validate body and return the signed document {"body", "signature", "public_key"}."""
     validate_body(body)
-    signature = owner_private_key.sign(SIGNING_TAG + canonical(body))
+    signature = owner_private_key.sign(SIGNING_TAG + canonical_json(body))
     return {"body": body, "signature": signature.hex(),
             "public_key": raw_public_key(owner_private_key.public_key()).hex()}
 
@@ -124,7 +120,7 @@ def write_manifest(path: Path, doc: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(canonical(doc))
+            out.write(canonical_json(doc))
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
@@ -168,7 +164,7 @@ def load_manifest(path: Path, owner_public_key: bytes, *, min_version: int = 0) 
         raise ManifestError("wrong_owner_key", "manifest is signed by a key other than the owner's")
     try:
         Ed25519PublicKey.from_public_bytes(owner_public_key).verify(
-            signature, SIGNING_TAG + canonical(doc["body"]))
+            signature, SIGNING_TAG + canonical_json(doc["body"]))
     except InvalidSignature:
         raise ManifestError("bad_signature", "signature does not match the body") from None
     body = validate_body(doc["body"])

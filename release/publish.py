@@ -1,23 +1,20 @@
-"""The release step as one command: convert, encrypt each shard under its own key, sign the manifest,
-bless the reference measurements.  `python -m shared.release [prepare|rotate] ...`
+"""Publishing a release: convert, encrypt each shard under its own key, sign the manifest, bless the
+reference measurements; and rotating it to a new version (`python -m release prepare|rotate`).
 
 This is the model owner's tool: it holds the owner's signing key and the broker's master key.
 Plaintext weights exist only in its memory; on disk there are only encrypted shards.
 """
-import argparse
-import json
 import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attestation.broker.kms import create_master_key, derive_shard_key, load_master_key
-from attestation.release import bless
-from shared.manifest import key_id, load_manifest, read_public_key, sign_manifest, write_manifest
-from shared.prepare import canonical_json, prepare
+from broker.kms import create_master_key, derive_shard_key, load_master_key
+from release.bless import bless
+from attestation.manifest import key_id, load_manifest, read_public_key, sign_manifest, write_manifest
+from release.prepare import prepare
 from shared.shard_crypto import decrypt_to_memory, encrypt_bytes_to_file
-from shared.source import DEFAULT_SOURCE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +56,7 @@ def shard_sealer(master, version: int):
     return seal
 
 
-def release(source: str, data_dir: Path, split: int | None = None, loaded=None) -> dict:
+def publish(source: str, data_dir: Path, split: int | None = None, loaded=None) -> dict:
     """A first release (version 1) of `source` into data_dir; returns the manifest body."""
     data_dir.mkdir(parents=True, exist_ok=True)
     body = prepare(source, data_dir, split, version=1, seal=shard_sealer(master_key(data_dir), 1), loaded=loaded)
@@ -92,26 +89,3 @@ def rotate(data_dir: Path, retire_old: bool = False) -> dict:
     for entry in old["shards"].values():
         (model_dir / entry["file"]).unlink(missing_ok=True)
     return body
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m shared.release", description=__doc__)
-    ap.add_argument("command", nargs="?", default="prepare", choices=("prepare", "rotate"))
-    ap.add_argument("--source", default=DEFAULT_SOURCE, help="'smollm2' or a local Hugging Face Llama-family directory")
-    ap.add_argument("--split", type=int, default=None, help="first layer of node2 (default: half)")
-    ap.add_argument("--data-dir", type=Path, default=Path("data"))
-    ap.add_argument("--retire-old", action="store_true", help="rotate: raise the minimum version to the new one")
-    args = ap.parse_args(argv)
-    if args.command == "rotate":
-        body = rotate(args.data_dir, args.retire_old)
-    elif (args.data_dir / "model" / "manifest.json").exists() and args.split is None and args.source == DEFAULT_SOURCE:
-        # The model is released already: re-bless this checkout's measurements only.
-        bless(ROOT, args.data_dir)
-        body = json.loads((args.data_dir / "model" / "manifest.json").read_bytes())["body"]
-    else:
-        body = release(args.source, args.data_dir, args.split)
-    print(json.dumps({"model_id": body["model_id"], "version": body["version"], "split_layer": body["split_layer"]}))
-
-
-if __name__ == "__main__":
-    main()

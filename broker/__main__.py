@@ -4,8 +4,8 @@ import json
 import sys
 from pathlib import Path
 
-from attestation.broker.audit import verify_chain
-from attestation.broker.kms import create_master_key
+from broker.audit import verify_chain
+from broker.kms import create_master_key
 
 
 def _verify_audit(path: Path) -> int:
@@ -35,7 +35,7 @@ def _init_master_key(path: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m attestation.broker")
+    parser = argparse.ArgumentParser(prog="python -m broker")
     commands = parser.add_subparsers(dest="command", required=True)
     verify = commands.add_parser("verify-audit", help="exit 0 iff the audit hash chain is intact")
     verify.add_argument("path", type=Path)

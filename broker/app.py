@@ -8,12 +8,12 @@ from typing import Callable
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from attestation.broker.audit import AuditError, AuditLog
-from attestation.broker.config import BrokerConfig
-from attestation.broker.kms import MasterKey, load_master_key
-from attestation.broker.nonces import NonceStore, NonceStoreFull
-from attestation.broker.release import Appraise, KeyRelease, Refusal
-from shared.manifest import manifest_path, read_public_key
+from broker.audit import AuditError, AuditLog
+from broker.config import BrokerConfig
+from broker.kms import MasterKey, load_master_key
+from broker.nonces import NonceStore, NonceStoreFull
+from broker.key_release import Appraise, KeyRelease, Refusal
+from attestation.manifest import manifest_path, read_public_key
 
 
 def _error(status: int, message: str):
@@ -36,7 +36,7 @@ def create_app(config: BrokerConfig, *, appraise: Appraise, min_version_for: Cal
                master_key: MasterKey | None = None,
                clock: Callable[[], float] = time.monotonic) -> Flask:
     """The broker app. `appraise(evidence, role, report_data) -> verdict` raises AttestationError."""
-    app = Flask("attestation.broker")
+    app = Flask("broker")
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
     master = master_key if master_key is not None else load_master_key(
         path=config.master_key_file, hex_value=config.master_key_hex)

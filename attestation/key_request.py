@@ -6,8 +6,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from attestation.binding import NONCE_BYTES, report_data
-from attestation.broker.wrap import WrapError, unwrap_key
-from shared.manifest import key_id as make_key_id
+from attestation.key_wrap import WrapError, unwrap_key
+from attestation.manifest import key_id as make_key_id
 
 
 class KeyReleaseError(Exception):

@@ -12,7 +12,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shared.manifest import canonical
+from attestation.canonical import canonical_json
 
 GENESIS = "0" * 64
 VERDICTS = ("released", "refused")
@@ -25,7 +25,7 @@ class AuditError(Exception):
 
 
 def entry_hash(entry: dict) -> str:
-    return hashlib.sha256(canonical({k: v for k, v in entry.items() if k != "hash"})).hexdigest()
+    return hashlib.sha256(canonical_json({k: v for k, v in entry.items() if k != "hash"})).hexdigest()
 
 
 def _field(value):
@@ -75,7 +75,7 @@ class AuditLog:
                     "reason": _field(reason), "prev": last["hash"] if last else GENESIS,
                 }
                 entry["hash"] = entry_hash(entry)
-                f.write(canonical(entry) + b"\n")
+                f.write(canonical_json(entry) + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as e:

@@ -5,7 +5,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from shared.manifest import key_id as _check_fields
+from attestation.manifest import key_id as _check_fields
 
 MASTER_KEY_BYTES = 32
 SHARD_KEY_BYTES = 32

@@ -1,14 +1,14 @@
-"""The key broker's entry point for gunicorn: `gunicorn 'attestation.broker.wsgi:app_from_env()'`.
+"""The key broker's entry point for gunicorn: `gunicorn 'broker.wsgi:app_from_env()'`.
 
 Reads the environment once, pins the release key, and appraises evidence with the signed policy.
 """
 import logging
 import os
 
-from attestation.broker.app import create_app
-from attestation.broker.config import BrokerConfig, ConfigError
+from broker.app import create_app
+from broker.config import BrokerConfig, ConfigError
 from attestation.policy import load_policy
-from attestation.release import release_public_key
+from attestation.release_dir import release_public_key
 from attestation.verify import Verifier
 
 

@@ -1,8 +1,5 @@
-"""Starts TwinTEE's processes under gunicorn and stops them cleanly: `python -m shared.launch`.
-
-`make run` uses it in the foreground (Ctrl-C stops everything); the end-to-end tests and the
-benchmark use `Stack` to run the real processes on loopback.
-"""
+"""TwinTEE's processes under gunicorn on loopback: the exact command per role, and `Stack`, which starts,
+waits for and stops them (for `make run`, the end-to-end tests and the benchmark)."""
 import os
 import signal
 import subprocess
@@ -16,7 +13,7 @@ from shared.cpu import library_caps
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = {"node1": "node1.wsgi:app_from_env()", "node2": "node2.wsgi:app_from_env()",
-        "broker": "attestation.broker.wsgi:app_from_env()"}
+        "broker": "broker.wsgi:app_from_env()"}
 PORT_VARS = {"node1": ("TWINTEE_NODE1_HOST", "TWINTEE_NODE1_PORT", 5002),
              "node2": ("TWINTEE_NODE2_HOST", "TWINTEE_NODE2_PORT", 5001),
              "broker": ("TWINTEE_BROKER_HOST", "TWINTEE_BROKER_PORT", 5003)}
@@ -96,32 +93,3 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-
-
-def main() -> None:
-    stack = Stack()
-    stopping = False
-
-    def _stop(*_):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        stack.start("broker")
-        print(f"key broker starting on {stack.url('broker')}", flush=True)
-        stack.wait_healthy("broker")
-        stack.start("node2")
-        print(f"node2 starting on {stack.url('node2')}", flush=True)
-        stack.start("node1")
-        print(f"node1 starting on {stack.url('node1')} (web page and POST /generate); Ctrl-C stops all three", flush=True)
-        while not stopping and all(p.poll() is None for p in stack.procs.values()):
-            time.sleep(0.5)
-    finally:
-        stack.stop()
-        print("stopped", flush=True)
-
-
-if __name__ == "__main__":
-    main()

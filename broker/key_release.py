@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Callable
 
 from attestation.binding import NONCE_BYTES, report_data
-from attestation.broker.audit import AuditLog
-from attestation.broker.kms import MasterKey, derive_shard_key
-from attestation.broker.nonces import NonceError, NonceStore
-from attestation.broker.wrap import wrap_key
+from broker.audit import AuditLog
+from broker.kms import MasterKey, derive_shard_key
+from broker.nonces import NonceError, NonceStore
+from attestation.key_wrap import wrap_key
 from attestation.errors import AttestationError
-from shared.manifest import ROLES, ManifestError, key_id, load_manifest
+from attestation.evidence import NODE_ROLES
+from attestation.manifest import ManifestError, key_id, load_manifest
 
 X25519_KEY_BYTES = 32
 
@@ -53,8 +54,8 @@ def parse_key_request(payload) -> KeyRequest:
     if not isinstance(payload, dict):
         raise Refusal(400, "request", "body must be a JSON object")
     role, model_id, version = payload.get("role"), payload.get("model_id"), payload.get("version")
-    if role not in ROLES:
-        raise Refusal(400, "request", f"'role' must be one of {list(ROLES)}")
+    if role not in NODE_ROLES:
+        raise Refusal(400, "request", f"'role' must be one of {list(NODE_ROLES)}")
     try:
         key_id(model_id, version, role)
     except ValueError as e:

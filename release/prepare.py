@@ -1,6 +1,5 @@
-"""Converts a model once into node1's and node2's shards plus config and tokenizer (called by shared.release)."""
+"""Converts a model once into node1's and node2's shards plus config and tokenizer (called by release.publish)."""
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -8,17 +7,16 @@ import torch
 from safetensors.torch import save as st_save
 from tqdm import tqdm
 
-from shared.source import load_source
+from release.source import load_source
+from shared.loading import tokenizer_digest
 from shared.spec import ModelSpec
-from shared.weights import ROLES, shard_keys
+from attestation.evidence import NODE_ROLES
+from shared.weights import shard_keys
+from attestation.canonical import canonical_json
 
 
 class PrepareError(ValueError):
     """The release step was asked for something impossible (e.g. a split point out of range)."""
-
-
-def canonical_json(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 def sha256(data: bytes) -> str:
@@ -39,11 +37,6 @@ def role_tensors(state: dict, spec: ModelSpec, k: int, role: str) -> dict[str, t
         src = key if key in state or key != "lm_head.weight" else "model.embed_tokens.weight"
         tensors[key] = state[src].to(torch.float32).contiguous().clone()
     return tensors
-
-
-def tokenizer_digest(folder: Path) -> str:
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    return sha256(b"".join(p.name.encode() + b"\0" + sha256(p.read_bytes()).encode() for p in files))
 
 
 def write_model_files(model, tokenizer, out: Path) -> tuple[dict, ModelSpec]:
@@ -68,7 +61,7 @@ def prepare(source: str, data_dir: Path, split: int | None = None, version: int 
     k = split_point(spec, split)
     state = model.state_dict()
     shards = {}
-    for role in ROLES:
+    for role in NODE_ROLES:
         data = st_save(role_tensors(state, spec, k, role))
         shards[role] = seal(role, data, out, model_id) if seal else _write_plain(role, data, out)
         del data

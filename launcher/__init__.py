@@ -1,0 +1,1 @@
+"""Runs TwinTEE's processes on one machine for `make run`, the end-to-end tests and the benchmark."""
