@@ -1,15 +1,28 @@
-"""The 64 bytes of report data that bind a node's ephemeral public key to a challenger's nonce."""
+"""The 64 bytes of report data that bind a party's public key, a challenger's nonce and the purpose
+the evidence is for.
+
+Evidence is only good for the use it was made for: node1 answers anyone's `/attestation` challenge
+(a client checking it), so evidence bound to nothing but (key, nonce) could be relayed into node2's
+handshake or a key request over that party's nonce (issue 12: an outsider completed node2's
+handshake that way). Every verifier demands the purpose it expects.
+"""
 import hashlib
 
-DOMAIN_TAG = b"twintee/report-data/v1"
+DOMAIN_TAG = b"twintee/report-data/v2"
 NONCE_BYTES = 32
+PEER_HANDSHAKE = "peer-handshake"  # node1 <-> node2 channel set-up (shared/handshake.py)
+CLIENT_ATTESTATION = "client-attestation"  # a page or client challenging a node (GET /attestation)
+KEY_REQUEST = "key-request"  # a node asking the broker for its shard key
+PURPOSES = (PEER_HANDSHAKE, CLIENT_ATTESTATION, KEY_REQUEST)
 
 
-def report_data(public_key: bytes, nonce: bytes) -> bytes:
-    """SHA-512(tag || len(key) || key || len(nonce) || nonce): lengths keep the split unambiguous."""
+def report_data(public_key: bytes, nonce: bytes, *, purpose: str) -> bytes:
+    """SHA-512(tag || len || purpose || len || key || len || nonce): lengths keep the split unambiguous."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}")
     h = hashlib.sha512()
     h.update(DOMAIN_TAG)
-    for part in (public_key, nonce):
+    for part in (purpose.encode(), public_key, nonce):
         h.update(len(part).to_bytes(4, "big"))
         h.update(part)
     return h.digest()

@@ -5,7 +5,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from attestation.binding import NONCE_BYTES, report_data
+from attestation.binding import KEY_REQUEST, NONCE_BYTES, report_data
 from attestation.key_wrap import WrapError, unwrap_key
 from attestation.manifest import key_id as make_key_id
 
@@ -59,7 +59,7 @@ def fetch_shard_key(broker_url: str, *, role: str, model_id: str, version: int,
         public = private.public_key().public_bytes(serialization.Encoding.Raw,
                                                    serialization.PublicFormat.Raw)
         nonce = _issued_nonce(_post(http, f"{base}/nonce", {}, timeout))
-        evidence = attester(report_data(public, nonce))
+        evidence = attester(report_data(public, nonce, purpose=KEY_REQUEST))
         answer = _post(http, f"{base}/key", {
             "role": role, "model_id": model_id, "version": version,
             "public_key": public.hex(), "nonce": nonce.hex(), "evidence": evidence}, timeout)

@@ -31,34 +31,32 @@ def profile_lines(p: dict) -> list[str]:
     return lines
 
 
+def bandwidth_line(s: dict) -> str:
+    """The memory-bandwidth bound of a single stream on this machine, next to what each side reached."""
+    d, p = s["decode"], s["profile"]
+    gbs = p.get("bandwidth_all_gbs", p["bandwidth_gbs"])
+    bound = gbs * 1e9 / p["step_weight_bytes"]
+    return (f"Memory-bandwidth bound: a token reads the {p['step_weight_bytes'] / 1e6:.0f} MB of weights a step touches "
+            f"once; at the measured {gbs:.1f} GB/s (all cores) that is at most {bound:.1f} tokens/s. `generate()` "
+            f"reached {d['baseline_tps']:.1f} ({d['baseline_tps'] / bound:.0%} of the bound), the split "
+            f"{d['split_tps']:.1f} ({d['split_tps'] / bound:.0%}); 1.3x `generate()` would be "
+            f"{1.3 * d['baseline_tps'] / bound:.0%} of the bound.")
+
+
 def decode_bound(s: dict) -> str:
     d, st, p = s["decode"], s["decode"]["step"], s["profile"]
     need = 1000 / (1.3 * d["baseline_tps"])
-    lean = next(x for x in p["decode"] if x["batch"] == 1)  # the first: at the nodes' thread count
-    floor = p["step_weight_bytes"] / (p["bandwidth_gbs"] * 1e9) * 1e3
-    outside = st["step_ms"] - lean["total_ms"]
+    alone = next((x for x in p["decode"] if x["batch"] == 1 and x["threads"] > 1), None) or p["decode"][0]
     text = (f"**Single-stream decode** ({d['ratio']:.2f}x; 1.3x needs a step of at most {need:.1f} ms, it takes "
             f"{st['step_ms']:.1f} ms). One stream cannot overlap the nodes: each token goes through node1's layers "
             f"({st['node1_ms']:.1f} ms), the link ({st['cross_ms']:.2f} ms) and node2's step ({st['node2_ms']:.1f} ms) "
-            f"before the next can start. The same code in-process takes {lean['total_ms']:.1f} ms at "
-            f"{lean['threads']} thread(s) (node2's head alone {lean['head_ms']:.1f} ms)")
-    if outside >= 0:
-        text += (f", so {outside:.1f} ms of the step is spent outside the bare compute (the link, and the workers "
-                 f"running the same code slower than this process).")
-    else:
-        text += (f", {-outside:.1f} ms more than the whole step in the workers: the machine's speed drifted "
-                 f"between the run's phases (the profile comes last), so here the profile bounds the shape of "
-                 f"the compute, not its absolute time.")
-    return text + (
-        f" The matmuls are {matmul_share(p):.0%} of the profiled op time. Reading the weights a step touches "
-        f"once at the measured bandwidth takes {floor:.1f} ms; the rest is matmul kernels running below "
-        f"bandwidth at small batches on one core. A second thread shortens the step in this one process (the "
-        f"2-thread line below) but barely across the two node processes taking turns, measured by hand: the stack "
-        f"with TWINTEE_THREADS=2 decoded 17.3 tokens/s against 18.6 with 1, and two processes passing a step "
-        f"back and forth computed their halves in 23.9 / 26.2 ms on two threads each against 23.4 / 29.0 ms "
-        f"on one (-4%). What is left for one stream is more tokens per step: a step of 4 rows costs what a step "
-        f"of 1 does, but prompt-lookup drafting accepted only 1.00-1.15 tokens per step on the decode and concurrent prompts "
-        f"(simulated on generate()'s own outputs).")
+            f"in turn, each node on every core while the other waits (a step alone in flight). The same code "
+            f"in-process takes {alone['total_ms']:.1f} ms at {alone['threads']} threads (node2's head alone "
+            f"{alone['head_ms']:.1f} ms). ")
+    return text + bandwidth_line(s) + (
+        " Where `generate()` already streams the weights near the machine's bandwidth, no schedule of the "
+        "same float32 weights can be 1.3x faster: the lever left is fewer bytes per token (bfloat16 halves "
+        "them; the model's own 4-bit blocks, issue 17, would cut them to a fifth).")
 
 
 def matmul_share(p: dict) -> float:

@@ -3,6 +3,7 @@
 The nodes' own parts are rebuilt here from the unsplit model's weights, so the profile runs the
 exact code the nodes run, with the nodes' thread count, without HTTP or sealing in the way.
 """
+import os
 import time
 from contextlib import contextmanager
 from statistics import median
@@ -155,6 +156,8 @@ def lean_profile(model, split: int, dtype: torch.dtype, node_threads: int, promp
         "prefill": [step_ms(parts, 1, t, prompt=prompt_tokens) for t in sorted({n, torch.get_num_threads()})],
         "ops": [op_profile(parts, role, n) for role in NODE_ROLES],
         "bandwidth_gbs": read_bandwidth_gbs(n),
+        # generate() and a step alone in flight use every core: what bounds a single stream.
+        "bandwidth_all_gbs": read_bandwidth_gbs(os.cpu_count() or 1),
         "weight_bytes": {role: p.weight_bytes() for role, p in parts.items()},
         # A decode step reads every weight but the embedding table, of which it needs one row per token.
         "step_weight_bytes": sum(p.weight_bytes() for p in parts.values()) - embed_bytes(parts["node1"]),

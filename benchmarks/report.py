@@ -2,7 +2,7 @@
 import time
 from pathlib import Path
 
-from benchmarks.bounds import bounds, profile_lines
+from benchmarks.bounds import bandwidth_line, bounds, profile_lines
 from benchmarks.noise import QUIET_CORES
 from benchmarks.targets import judge
 
@@ -105,7 +105,8 @@ def decode_block(s: dict) -> str:
                    "split's tokens = generate()'s"], rows)
             + "\n\nOne decode step, single stream (decode steps only: each request minus its prefill-only twin):\n\n"
             + table(["decode step ms", "node1 layers ms", "node2 step ms", "cross-node ms (seal + HTTP + open)",
-                     "cross-node share", "wire bytes per token"], cost))
+                     "cross-node share", "wire bytes per token"], cost)
+            + "\n\n" + bandwidth_line(s))
 
 
 def levels_block(s: dict) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from attestation.binding import NONCE_BYTES, report_data
+from attestation.binding import KEY_REQUEST, NONCE_BYTES, report_data
 from broker.audit import AuditLog
 from broker.kms import MasterKey, derive_shard_key
 from broker.nonces import NonceError, NonceStore
@@ -107,7 +107,7 @@ class KeyRelease:
 
     def _attest(self, req: KeyRequest) -> dict:
         """Appraise the evidence for the requested role, bound to this key and this nonce."""
-        expected = report_data(req.public_key, req.nonce)
+        expected = report_data(req.public_key, req.nonce, purpose=KEY_REQUEST)
         try:
             verdict = self._appraise(req.evidence, req.role, expected)
         except AttestationError as e:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import requests
 
-from attestation.binding import NONCE_BYTES, report_data
+from attestation.binding import CLIENT_ATTESTATION, NONCE_BYTES, report_data
 from attestation.errors import PolicyError
 from attestation.policy import Policy, load_policy
 from attestation.release_dir import release_public_key
@@ -71,7 +71,7 @@ def appraise_node(verifier: Verifier, policy: Policy, role: str, node: dict, non
         public_key = bytes.fromhex(node["public_key"])
     except (TypeError, ValueError, KeyError):
         public_key = b""
-    verdict = verifier.check(node["evidence"], role, report_data(public_key, nonce))
+    verdict = verifier.check(node["evidence"], role, report_data(public_key, nonce, purpose=CLIENT_ATTESTATION))
     model = node.get("model") if isinstance(node.get("model"), dict) else {}
     verdict["checks"].append(_model_check(policy, model))
     verdict["ok"] = all(c["ok"] for c in verdict["checks"])

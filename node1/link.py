@@ -93,7 +93,7 @@ class Node2Link:
         init = Initiator("node1", "node2", self.attester, self.appraise)
         m2 = self._post_json("/v1/handshake/hello", init.hello())
         m3, keys = init.finish(m2)
-        self._post_json("/v1/handshake/finish", m3)
+        init.confirm(self._post_json("/v1/handshake/finish", m3))  # node2 proves it holds the same keys
         self.channel = SealedChannel(keys, "initiator", max_frames=self.rekey_frames, max_age_s=self.rekey_seconds)
         self.peer_verdict = keys.peer_verdict
         self.handshakes += 1

@@ -43,8 +43,7 @@ def create_app(config: Node2Config, *, runtime: Node2Runtime | None = None) -> F
 
     @app.post("/v1/handshake/finish")
     def finish():
-        _attested(lambda: ready().handshake_finish(json_body(request, 1 << 20)))
-        return jsonify({"ok": True})
+        return jsonify(_attested(lambda: ready().handshake_finish(json_body(request, 1 << 20))))
 
     @app.post("/v1/step")
     def step():
@@ -70,6 +69,8 @@ def _attested(fn):
     try:
         return fn()
     except AttestationError as exc:
+        if exc.check == "busy":  # a flood of unauthenticated hellos: nothing was refused, try again
+            raise ApiError(503, f"handshake refused for now: {exc}") from None
         raise ApiError(403, f"attestation refused: {exc}") from None
 
 

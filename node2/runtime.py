@@ -64,9 +64,10 @@ class Node2Runtime:
     def handshake_hello(self, m1: dict) -> dict:
         return self.responder.respond(m1)
 
-    def handshake_finish(self, m3: dict) -> None:
+    def handshake_finish(self, m3: dict) -> dict:
+        """-> m4, our key confirmation. A channel exists only once node1 has confirmed its keys."""
         try:
-            keys = self.responder.finish(m3)
+            keys, m4 = self.responder.finish(m3)
         except AttestationError as exc:
             self.counters["handshakes_refused"] += 1
             self.metrics.handshakes.labels(outcome="refused").inc()
@@ -83,6 +84,7 @@ class Node2Runtime:
         self.metrics.handshakes.labels(outcome="ok").inc()
         self.peer = {"verified": True, "verdict": keys.peer_verdict, "since": time.time()}
         log.info("channel %s established with node1", chan.channel_id[:8])
+        return m4
 
     def channel_for(self, channel_id) -> "PeerChannel | None":
         with self.channels_lock:

@@ -1,15 +1,22 @@
 """The mutual attested handshake that turns both nodes' verified evidence into one channel's keys.
 
-Three messages, plain JSON-able dicts (the caller carries them over HTTP):
+Four messages, plain JSON-able dicts (the caller carries them over HTTP):
 
     m1  initiator -> responder  {version, role, nonce, public_key}
     m2  responder -> initiator  {handshake_id, role, nonce, public_key, evidence over (pub_r, nonce_i)}
-    m3  initiator -> responder  {handshake_id, evidence over (pub_i, nonce_r)}
+    m3  initiator -> responder  {handshake_id, evidence over (pub_i, nonce_r), confirm}
+    m4  responder -> initiator  {confirm}
 
-Each side appraises the other's evidence before it derives anything; keys come from X25519 and
-HKDF-SHA256 salted with a hash of the whole transcript, so any change to any message changes the keys.
+Evidence is bound to the handshake's purpose (attestation/binding.py), so evidence a node gave a
+client's challenge cannot stand in here. Each side appraises the other's evidence before it derives
+anything; keys come from X25519 and HKDF-SHA256 salted with a hash of the transcript (m1, m2, and m3
+without its confirm), so any change to any message changes the keys. Key confirmation: each side
+proves it derived the same keys (an HMAC under a key of its own direction) before the other uses
+the channel, so a party that relayed someone else's evidence, without the private key behind the
+public key it sent, can never finish a handshake (issue 12).
 """
 import hashlib
+import hmac
 import secrets
 import threading
 import time
@@ -21,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from attestation.binding import NONCE_BYTES, report_data
+from attestation.binding import NONCE_BYTES, PEER_HANDSHAKE, report_data
 from attestation.errors import AttestationError
 from attestation.canonical import canonical_json
 
@@ -34,6 +41,9 @@ KEY_BYTES = 32  # AES-256-GCM
 INFO_CHANNEL_ID = b"twintee/channel/v1/channel-id"
 INFO_I2R = b"twintee/channel/v1/key/i2r"
 INFO_R2I = b"twintee/channel/v1/key/r2i"
+INFO_CONFIRM_I = b"twintee/channel/v1/confirm/initiator"
+INFO_CONFIRM_R = b"twintee/channel/v1/confirm/responder"
+CONFIRM_BYTES = 32
 MAX_ROLE_CHARS = 64
 _HEX = frozenset("0123456789abcdef")
 
@@ -91,7 +101,8 @@ M1_FIELDS = {"version": _version, "role": _role, "nonce": _hex(NONCE_BYTES),
              "public_key": _hex(PUBLIC_KEY_BYTES)}
 M2_FIELDS = {"handshake_id": _hex(HANDSHAKE_ID_BYTES), "role": _role, "nonce": _hex(NONCE_BYTES),
              "public_key": _hex(PUBLIC_KEY_BYTES), "evidence": _evidence}
-M3_FIELDS = {"handshake_id": _hex(HANDSHAKE_ID_BYTES), "evidence": _evidence}
+M3_FIELDS = {"handshake_id": _hex(HANDSHAKE_ID_BYTES), "evidence": _evidence, "confirm": _hex(CONFIRM_BYTES)}
+M4_FIELDS = {"confirm": _hex(CONFIRM_BYTES)}
 
 
 def _parse(message: object, spec: dict) -> dict:
@@ -129,15 +140,35 @@ def _exchange(private: X25519PrivateKey, peer_public: bytes) -> bytes:
         raise HandshakeError("key_exchange", "peer public key is unusable") from exc
 
 
-def _derive(shared: bytes, transcript: bytes, verdict: dict) -> ChannelKeys:
+def _handshake_report_data(public_key: bytes, nonce: bytes) -> bytes:
+    return report_data(public_key, nonce, purpose=PEER_HANDSHAKE)
+
+
+@dataclass(frozen=True)
+class _Confirmations:
+    initiator: bytes = field(repr=False)  # what the initiator sends in m3
+    responder: bytes = field(repr=False)  # what the responder sends in m4
+
+
+def _derive(shared: bytes, transcript: bytes, verdict: dict) -> tuple[ChannelKeys, _Confirmations]:
     salt = hashlib.sha256(transcript).digest()
 
     def expand(info: bytes, length: int) -> bytes:
         return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(shared)
 
-    return ChannelKeys(channel_id=expand(INFO_CHANNEL_ID, CHANNEL_ID_BYTES),
+    keys = ChannelKeys(channel_id=expand(INFO_CHANNEL_ID, CHANNEL_ID_BYTES),
                        i2r_key=expand(INFO_I2R, KEY_BYTES), r2i_key=expand(INFO_R2I, KEY_BYTES),
                        peer_verdict=verdict, created_at=time.time())
+    # Each confirmation is a MAC of the transcript hash under its own derived key: only a party that
+    # computed the shared secret can produce it, and neither direction's can stand in for the other's.
+    confirm = {who: hmac.new(expand(info, KEY_BYTES), salt, hashlib.sha256).digest()
+               for who, info in (("initiator", INFO_CONFIRM_I), ("responder", INFO_CONFIRM_R))}
+    return keys, _Confirmations(**confirm)
+
+
+def _check_confirmation(got: bytes, expected: bytes, who: str) -> None:
+    if not hmac.compare_digest(got, expected):
+        raise HandshakeError("key_confirmation", f"the {who} did not prove it holds the derived keys")
 
 
 # --- The two sides ---------------------------------------------------------------------------
@@ -152,6 +183,7 @@ class Initiator:
         self._private: X25519PrivateKey | None = None
         self._nonce = b""
         self._m1 = b""  # canonical m1 as sent
+        self._expect_m4: bytes | None = None
 
     def hello(self) -> dict:
         if self._m1:
@@ -171,11 +203,20 @@ class Initiator:
         fields = _parse(m2, M2_FIELDS)
         _expect_role(fields["role"], self.peer_role)
         verdict = _appraised(self._appraise, fields["evidence"], self.peer_role,
-                             report_data(fields["public_key"], self._nonce))
+                             _handshake_report_data(fields["public_key"], self._nonce))
         shared = _exchange(private, fields["public_key"])
         m3 = {"handshake_id": m2["handshake_id"],
-              "evidence": self._attester(report_data(_public_bytes(private), fields["nonce"]))}
-        return m3, _derive(shared, self._m1 + canonical_json(m2) + canonical_json(m3), verdict)
+              "evidence": self._attester(_handshake_report_data(_public_bytes(private), fields["nonce"]))}
+        keys, confirm = _derive(shared, self._m1 + canonical_json(m2) + canonical_json(m3), verdict)
+        self._expect_m4 = confirm.responder
+        return {**m3, "confirm": confirm.initiator.hex()}, keys
+
+    def confirm(self, m4: object) -> None:
+        """Checks the responder's proof that it derived the same keys; use the channel only after."""
+        expected, self._expect_m4 = self._expect_m4, None
+        if expected is None:
+            raise HandshakeError("state", "no finished handshake awaits confirmation")
+        _check_confirmation(_parse(m4, M4_FIELDS)["confirm"], expected, "responder")
 
 
 @dataclass
@@ -192,7 +233,7 @@ class Responder:
     """node2's side: serves many handshakes; `respond(m1)` then `finish(m3)` once per handshake_id."""
 
     def __init__(self, my_role: str, peer_role: str, attester: Attester, appraise: Appraise, *,
-                 ttl_s: float = 30.0, max_pending: int = 64, max_seen_nonces: int = 100_000,
+                 ttl_s: float = 10.0, max_pending: int = 256, max_seen_nonces: int = 100_000,
                  clock: Callable[[], float] = time.monotonic):
         self.my_role, self.peer_role = my_role, peer_role
         self._attester, self._appraise = attester, appraise
@@ -215,19 +256,23 @@ class Responder:
         public, nonce = _public_bytes(private), secrets.token_bytes(NONCE_BYTES)
         m2 = {"handshake_id": secrets.token_hex(HANDSHAKE_ID_BYTES), "role": self.my_role,
               "nonce": nonce.hex(), "public_key": public.hex(),
-              "evidence": self._attester(report_data(public, fields["nonce"]))}
+              "evidence": self._attester(_handshake_report_data(public, fields["nonce"]))}
         self._store(m2["handshake_id"], _Pending(canonical_json(m1), canonical_json(m2), fields["public_key"],
                                                   nonce, private, self._clock()))
         return m2
 
-    def finish(self, m3: object) -> ChannelKeys:
-        """Appraises the initiator's evidence over (its key, our nonce); keys only if it passes."""
+    def finish(self, m3: object) -> tuple[ChannelKeys, dict]:
+        """Appraises the initiator's evidence over (its key, our nonce) and checks its key
+        confirmation; -> (keys, m4) only if both pass, so no unconfirmed party gets a channel."""
         fields = _parse(m3, M3_FIELDS)
         pending = self._take(m3["handshake_id"])
         verdict = _appraised(self._appraise, fields["evidence"], self.peer_role,
-                             report_data(pending.peer_public, pending.nonce))
+                             _handshake_report_data(pending.peer_public, pending.nonce))
         shared = _exchange(pending.private, pending.peer_public)
-        return _derive(shared, pending.m1 + pending.m2 + canonical_json(m3), verdict)
+        core = {"handshake_id": m3["handshake_id"], "evidence": m3["evidence"]}
+        keys, confirm = _derive(shared, pending.m1 + pending.m2 + canonical_json(core), verdict)
+        _check_confirmation(fields["confirm"], confirm.initiator, "initiator")
+        return keys, {"confirm": confirm.responder.hex()}
 
     def _remember_nonce(self, nonce: bytes) -> None:
         # Bounded: forgetting the oldest nonces is safe because a replayed m1 still cannot finish:
@@ -242,9 +287,11 @@ class Responder:
     def _store(self, handshake_id: str, pending: _Pending) -> None:
         with self._lock:
             self._drop_expired()
-            # Unauthenticated m1s can fill the table; evicting the oldest keeps a real peer's retry working.
-            while len(self._pending) >= self._max_pending:
-                self._pending.popitem(last=False)
+            # Unauthenticated m1s can fill the table. Evicting the oldest would let a flood push out
+            # node1's handshake in progress; refusing new ones only delays the next until entries
+            # expire (ttl_s), and never touches a live channel.
+            if len(self._pending) >= self._max_pending:
+                raise HandshakeError("busy", "too many handshakes in progress; retry shortly")
             self._pending[handshake_id] = pending
 
     def _take(self, handshake_id: str) -> _Pending:

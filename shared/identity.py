@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from attestation.binding import report_data
+from attestation.binding import CLIENT_ATTESTATION, report_data
 from attestation.measure import measure_node
 from attestation.policy import Policy, load_policy
 from attestation.providers import make_attester
@@ -46,7 +46,7 @@ class Identity:
             "public_key": self.public_key.hex(),
             "nonce": nonce.hex(),
             "measurement": self.measurement,
-            "evidence": self.evidence(report_data(self.public_key, nonce)),
+            "evidence": self.evidence(report_data(self.public_key, nonce, purpose=CLIENT_ATTESTATION)),
         }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attestation.binding import report_data
+from attestation.binding import PEER_HANDSHAKE, report_data
 from attestation.errors import AttestationError, PolicyError
 from attestation.evidence import make_body
 from attestation.measure import measure_node
@@ -56,7 +56,7 @@ def release(tmp_path):
 
 @pytest.fixture
 def rd():
-    return report_data(b"k" * 32, b"n" * 32)
+    return report_data(b"k" * 32, b"n" * 32, purpose=PEER_HANDSHAKE)
 
 
 def verifier(policy, at=NOW + 5, **kw):
@@ -127,7 +127,7 @@ def test_stale_or_future_evidence(release, rd, age):
 
 def test_wrong_report_data(release, rd):
     ev = release.evidence("node1", rd)
-    other = report_data(b"k" * 32, b"m" * 32)
+    other = report_data(b"k" * 32, b"m" * 32, purpose=PEER_HANDSHAKE)
     _failed(verifier(release.policy).check(ev, "node1", other), "report_data")
 
 

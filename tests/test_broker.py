@@ -9,7 +9,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from attestation.binding import report_data
+from attestation.binding import CLIENT_ATTESTATION, KEY_REQUEST, report_data
 from broker.app import create_app
 from broker.audit import verify_chain
 from attestation.key_request import KeyReleaseError, fetch_shard_key
@@ -110,12 +110,12 @@ def node_attester(measurement: str):
 
 
 def ask(client, role="node1", measurement=REFERENCE["node1"], version=VERSION, nonce=None,
-        evidence_nonce=None):
+        evidence_nonce=None, purpose=KEY_REQUEST):
     """One POST /key as a node would send it; returns (response, the node's private key)."""
     private = X25519PrivateKey.generate()
     pub = raw_public_key(private.public_key())
     nonce = nonce or bytes.fromhex(client.post("/nonce").get_json()["nonce"])
-    evidence = make_evidence(measurement, report_data(pub, evidence_nonce or nonce))
+    evidence = make_evidence(measurement, report_data(pub, evidence_nonce or nonce, purpose=purpose))
     resp = client.post("/key", json={"role": role, "model_id": MODEL, "version": version,
                                      "public_key": pub.hex(), "nonce": nonce.hex(),
                                      "evidence": evidence})
@@ -174,6 +174,13 @@ def test_node1_evidence_cannot_fetch_node2_key(client, config):
     assert_refused(config, resp, 403, "measurement")
 
 
+def test_evidence_a_node_gave_a_client_is_refused_and_audited_as_refused(client, config):
+    # Issue 12: node1's public /attestation answers any nonce; relayed here over the broker's own
+    # nonce it made the audit log say "released". Its purpose is client attestation, not a key request.
+    resp, _ = ask(client, purpose=CLIENT_ATTESTATION)
+    assert_refused(config, resp, 403, "report_data")  # and the audit log says refused
+
+
 def test_stale_evidence_bound_to_an_old_nonce(client, config):
     old = bytes.fromhex(client.post("/nonce").get_json()["nonce"])
     resp, _ = ask(client, evidence_nonce=old)
@@ -184,7 +191,7 @@ def test_evidence_signed_by_someone_else(client, config):
     private = X25519PrivateKey.generate()
     pub = raw_public_key(private.public_key())
     nonce = bytes.fromhex(client.post("/nonce").get_json()["nonce"])
-    forged = make_evidence(REFERENCE["node1"], report_data(pub, nonce),
+    forged = make_evidence(REFERENCE["node1"], report_data(pub, nonce, purpose=KEY_REQUEST),
                            signer=Ed25519PrivateKey.generate())
     resp = client.post("/key", json={"role": "node1", "model_id": MODEL, "version": VERSION,
                                      "public_key": pub.hex(), "nonce": nonce.hex(),
@@ -246,7 +253,7 @@ def test_low_order_public_key(client, config):
     resp = client.post("/key", json={
         "role": "node1", "model_id": MODEL, "version": VERSION, "public_key": pub.hex(),
         "nonce": nonce.hex(),
-        "evidence": make_evidence(REFERENCE["node1"], report_data(pub, nonce))})
+        "evidence": make_evidence(REFERENCE["node1"], report_data(pub, nonce, purpose=KEY_REQUEST))})
     assert_refused(config, resp, 400, "public_key")
 
 

@@ -112,9 +112,9 @@ class SimulatedRelease:
 
     def node(self, role: str, nonce: bytes, attester=None) -> dict:
         """What node1's /attestation relays for `role`."""
-        from attestation.binding import report_data
+        from attestation.binding import CLIENT_ATTESTATION, report_data
         key = raw_public(self.keys[role])
-        ev = (attester or self.attesters[role]).evidence(report_data(key, nonce))
+        ev = (attester or self.attesters[role]).evidence(report_data(key, nonce, purpose=CLIENT_ATTESTATION))
         return {"role": role, "public_key": key.hex(), "nonce": nonce.hex(), "measurement": self.measurements[role],
                 "evidence": ev, "model": {"model_id": "org/tiny-é", "version": 2, "layers": [0, 2]}}
 

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from attestation.binding import report_data
+from attestation.binding import CLIENT_ATTESTATION, PEER_HANDSHAKE, report_data
 from attestation.errors import AttestationError
 from shared.channel import SealedChannel
 from shared.handshake import HandshakeError, Initiator, Responder
@@ -79,7 +79,9 @@ def make_pair(platform, appraise, *, node1_attester=None, node2_attester=None, *
 def run(initiator, responder):
     m2 = responder.respond(initiator.hello())
     m3, keys_i = initiator.finish(m2)
-    return keys_i, responder.finish(m3)
+    keys_r, m4 = responder.finish(m3)
+    initiator.confirm(m4)
+    return keys_i, keys_r
 
 
 # --- Success ---------------------------------------------------------------------------------
@@ -226,11 +228,58 @@ def test_responder_refuses_an_expired_handshake(platform, appraise):
     assert err.value.check == "expired"
 
 
-def test_pending_handshakes_are_bounded(platform, appraise):
-    _, responder = make_pair(platform, appraise, max_pending=4)
-    for _ in range(10):
+def test_a_flood_of_hellos_is_bounded_and_never_pushes_out_a_handshake_in_progress(platform, appraise):
+    initiator, responder = make_pair(platform, appraise, max_pending=4)
+    m2 = responder.respond(initiator.hello())  # node1's, first
+    for _ in range(3):
+        responder.respond(Initiator("node1", "node2", platform.attester("node1"), appraise).hello())
+    with pytest.raises(HandshakeError, match="busy"):  # the table is full: refuse, do not evict
         responder.respond(Initiator("node1", "node2", platform.attester("node1"), appraise).hello())
     assert responder.pending_count == 4
+    m3, _ = initiator.finish(m2)
+    assert responder.finish(m3)[0].channel_id  # node1's handshake still completes
+
+
+def test_pending_handshakes_expire(platform, appraise):
+    now = [0.0]
+    initiator, responder = make_pair(platform, appraise, max_pending=1, clock=lambda: now[0])
+    responder.respond(Initiator("node1", "node2", platform.attester("node1"), appraise).hello())
+    now[0] = 11.0  # past the 10 s time to live: the flood's entry is gone
+    m3, _ = initiator.finish(responder.respond(initiator.hello()))
+    assert responder.finish(m3)[0].channel_id
+
+
+def test_relayed_evidence_without_the_private_key_cannot_finish(platform, appraise):
+    # Issue 12's relay, done right for the handshake purpose: an outsider sends node1's public key
+    # in m1 and obtains node1-made evidence over it and node2's nonce. Appraisal passes; the key
+    # confirmation, which needs the private key behind that public key, does not.
+    victim = Initiator("node1", "node2", platform.attester("node1"), appraise)
+    hello = victim.hello()
+    _, responder = make_pair(platform, appraise)
+    m2 = responder.respond({**hello, "nonce": "ab" * 32})
+    relayed = platform.attester("node1")(
+        report_data(bytes.fromhex(hello["public_key"]), bytes.fromhex(m2["nonce"]), purpose=PEER_HANDSHAKE))
+    with pytest.raises(HandshakeError, match="key_confirmation"):
+        responder.finish({"handshake_id": m2["handshake_id"], "evidence": relayed, "confirm": "00" * 32})
+
+
+def test_evidence_made_for_a_client_cannot_complete_a_handshake(platform, appraise):
+    initiator, responder = make_pair(platform, appraise)
+    hello = initiator.hello()
+    m2 = responder.respond(hello)
+    m3, _ = initiator.finish(m2)
+    client_evidence = platform.attester("node1")(
+        report_data(bytes.fromhex(hello["public_key"]), bytes.fromhex(m2["nonce"]), purpose=CLIENT_ATTESTATION))
+    with pytest.raises(HandshakeError, match="report_data"):
+        responder.finish({**m3, "evidence": client_evidence})
+
+
+def test_the_initiator_uses_no_channel_until_the_responder_confirms(platform, appraise):
+    initiator, responder = make_pair(platform, appraise)
+    m3, _ = initiator.finish(responder.respond(initiator.hello()))
+    responder.finish(m3)
+    with pytest.raises(HandshakeError, match="key_confirmation"):
+        initiator.confirm({"confirm": "11" * 32})
 
 
 # --- Tampering in transit --------------------------------------------------------------------
@@ -273,9 +322,9 @@ def test_low_order_public_key_is_refused(platform, appraise):
     # Even with evidence that binds it, an all-zero key would give an all-zero shared secret.
     initiator, responder = make_pair(platform, appraise)
     m2 = responder.respond({**initiator.hello(), "public_key": "0" * 64})
-    evidence = platform.attester("node1")(report_data(bytes(32), bytes.fromhex(m2["nonce"])))
+    evidence = platform.attester("node1")(report_data(bytes(32), bytes.fromhex(m2["nonce"]), purpose=PEER_HANDSHAKE))
     with pytest.raises(HandshakeError) as err:
-        responder.finish({"handshake_id": m2["handshake_id"], "evidence": evidence})
+        responder.finish({"handshake_id": m2["handshake_id"], "evidence": evidence, "confirm": "00" * 32})
     assert err.value.check == "key_exchange"
 
 

@@ -66,7 +66,7 @@ export function renderNode(el, role, verdict, { tree, nonceHex, peer }) {
       row("Measurement", mono(ev.measurement)),
       row("Components", ...["code", "manifest", "config"].map((c) => h("div", {}, `${c}: `, mono(ev.components?.[c])))),
       row("Report data", mono(ev.report_data), h("div", { class: "fine" },
-        `= SHA-512("twintee/report-data/v1" ‖ ${role}'s key ${(verdict.publicKey ?? "?").slice(0, 16)}… ‖ this page's nonce ${(nonceHex ?? "").slice(0, 16)}…)`),
+        `= SHA-512("twintee/report-data/v2" ‖ "client-attestation" ‖ ${role}'s key ${(verdict.publicKey ?? "?").slice(0, 16)}… ‖ this page's nonce ${(nonceHex ?? "").slice(0, 16)}…)`),
       rd ? h("div", {}, mark(rd.ok), " ", h("span", { class: rd.ok ? "" : "fail-text" }, rd.detail)) : null),
       row("Signature chain", signature ? [mark(signature.ok), " ", h("span", { class: signature.ok ? "" : "fail-text" }, signature.detail)] : "not checked"),
       row("Policy", ...summary(verdict, POLICY_CHECKS)),

@@ -7,7 +7,9 @@ import { RawNumber, bytesToHex, canonicalBytes, hexToBytes, pick, plain } from "
 const BODY_FIELDS = ["version", "tee_type", "role", "measurement", "components", "report_data", "issued_at", "debug"];
 const SIMULATED_FIELDS = ["platform_certificate", "signature"];
 const COMPONENTS = ["code", "manifest", "config"];
-const REPORT_TAG = "twintee/report-data/v1";
+const REPORT_TAG = "twintee/report-data/v2";
+// The page only ever checks evidence a node made for a client (attestation/binding.py CLIENT_ATTESTATION).
+const PURPOSE = "client-attestation";
 const MEASUREMENT_TAG = "twintee/measurement/v1";
 const MAX_CLOCK_SKEW_S = 30; // as the Python verifier: a little drift between clocks is normal
 const enc = new TextEncoder();
@@ -35,9 +37,12 @@ async function digestHex(alg, parts) {
 
 const u32 = (n) => Uint8Array.of(n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255);
 
-// SHA-512(tag || len(key) || key || len(nonce) || nonce), as attestation/binding.py.
-export const reportData = (publicKey, nonce) =>
-  digestHex("SHA-512", [enc.encode(REPORT_TAG), u32(publicKey.length), publicKey, u32(nonce.length), nonce]);
+// SHA-512(tag || len(purpose) || purpose || len(key) || key || len(nonce) || nonce), as attestation/binding.py.
+export const reportData = (publicKey, nonce) => {
+  const purpose = enc.encode(PURPOSE);
+  return digestHex("SHA-512", [enc.encode(REPORT_TAG), u32(purpose.length), purpose, u32(publicKey.length), publicKey,
+    u32(nonce.length), nonce]);
+};
 
 // -> {ok, checks, body}: the policy document's signature against the pinned release key.
 export async function verifyPolicy(signedTree, pinnedKeyHex) {
