@@ -39,7 +39,7 @@ test-fast: setup
 # CPU_ISA=avx2 runs the bench (and the nodes it starts) as on an AVX2-only CPU: the math libraries'
 # caps must be in the environment before they load, and TWINTEE_CPU_ISA hides what torch reads itself.
 CPU_ISA ?= native
-CAPS_avx2 := ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+CAPS_avx2 := ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2
 
 bench: setup
 	TWINTEE_CPU_ISA=$(CPU_ISA) $(CAPS_$(CPU_ISA)) $(PY) -m benchmarks.bench $(BENCH_ARGS)

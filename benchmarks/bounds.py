@@ -53,10 +53,23 @@ def decode_bound(s: dict) -> str:
             f"in turn, each node on every core while the other waits (a step alone in flight). The same code "
             f"in-process takes {alone['total_ms']:.1f} ms at {alone['threads']} threads (node2's head alone "
             f"{alone['head_ms']:.1f} ms). ")
-    return text + bandwidth_line(s) + (
-        " Where `generate()` already streams the weights near the machine's bandwidth, no schedule of the "
-        "same float32 weights can be 1.3x faster: the lever left is fewer bytes per token (bfloat16 halves "
-        "them; the model's own 4-bit blocks, issue 17, would cut them to a fifth).")
+    gbs = p.get("bandwidth_all_gbs", p["bandwidth_gbs"])
+    need_share = 1.3 * d["baseline_tps"] * p["step_weight_bytes"] / (gbs * 1e9)
+    if need_share > 0.9:
+        why = (" 1.3x `generate()` would need the weights streamed at over 90% of the machine's bandwidth: "
+               "unreachable with the same float32 weights; the lever left is fewer bytes per token "
+               "(bfloat16 halves them; the model's own 4-bit blocks, issue 17, would cut them to a fifth).")
+    else:
+        why = (f" Neither side is bandwidth-bound here. The stack's step is {st['step_ms'] - alone['total_ms']:.1f} ms "
+               f"longer than the same compute in one process: the link, the two workers' HTTP and the hand-over "
+               f"between two processes taking turns.")
+        if s["dtype"] == "float32":
+            why += (" And `generate()` multiplies a single row with MKL's GEMV, faster on this CPU than oneDNN's "
+                    "packed kernels at batch 1 but summing a row differently by batch size; the split keeps oneDNN "
+                    "so a stream's tokens are identical alone or batched (shared/linear.py measures both). A kernel "
+                    "of our own that streams the weights once for any batch in a fixed order is the lever (issue "
+                    "17's 4-bit kernel is that kernel, with a fifth of the bytes).")
+    return text + bandwidth_line(s) + why
 
 
 def matmul_share(p: dict) -> float:

@@ -22,7 +22,7 @@ TITLE = """# TwinTEE benchmark: the split stack against the unsplit model
 One section per kind of CPU the benchmark has run on: machines differ (AVX-512 with or without AMX,
 AVX2-only), and so do the kernels the nodes choose (`/health`'s `compute`). Reproduce a section with
 **`make bench`** on that kind of machine; `make bench CPU_ISA=avx2` runs an AVX-512 machine as an
-AVX2-only one (oneDNN and MKL capped with `ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`, and
+AVX2-only one (oneDNN, MKL and ATen capped with `ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2`, and
 `TWINTEE_CPU_ISA=avx2` hiding the bfloat16 kernels torch would find by reading the CPU itself).
 A run rewrites only its own kind's section."""
 KIND_TITLES = {"avx512": "AVX-512", "avx2": "AVX2 only", "baseline": "no AVX2"}
@@ -46,7 +46,7 @@ def header(r: dict) -> str:
     key, title = cpu_kind(m)
     return f"""## CPU kind: {title}
 
-Reproduce with **`make bench`**{' CPU_ISA=avx2' if key.endswith('-capped') else ''} (`--quick` for a short smoke run).
+Reproduce with **`make bench{' CPU_ISA=avx2' if key.endswith('-capped') else ''}`** (`--quick` for a short smoke run).
 Written {time.strftime('%Y-%m-%d %H:%M', time.localtime())} from revision {m['revision']}; the run took
 {r['elapsed_s'] / 60:.1f} minutes ({dtypes}){' — QUICK MODE: few repetitions, not for quoting' if r['quick'] else ''}.
 {r.get('note', '')}

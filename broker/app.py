@@ -13,6 +13,7 @@ from broker.config import BrokerConfig
 from broker.kms import MasterKey, load_master_key
 from broker.nonces import NonceStore, NonceStoreFull
 from broker.key_release import Appraise, KeyRelease, Refusal
+from attestation.hardening import process_hardening
 from attestation.manifest import manifest_path, read_public_key
 
 
@@ -49,7 +50,7 @@ def create_app(config: BrokerConfig, *, appraise: Appraise, min_version_for: Cal
 
     @app.get("/health")
     def health():
-        return {"status": "ok"}
+        return {"status": "ok", "hardening": process_hardening()}
 
     @app.post("/nonce")
     def nonce():

@@ -5,6 +5,7 @@ Reads the environment once, pins the release key, and appraises evidence with th
 import logging
 import os
 
+from attestation.hardening import harden_process
 from broker.app import create_app
 from broker.config import BrokerConfig, ConfigError
 from attestation.policy import load_policy
@@ -14,6 +15,7 @@ from attestation.verify import Verifier
 
 def app_from_env():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    harden_process()  # before any key, weight or prompt is in this process's memory
     config = BrokerConfig.from_env(os.environ)
     if config.policy_path is None:
         raise ConfigError("TWINTEE_BROKER_POLICY is not set: the broker cannot appraise without reference values")

@@ -14,6 +14,7 @@ from shared.handshake import Initiator
 
 
 HEALTH_TIMEOUT_S = 2.0
+CHANNEL_GONE = 409  # node2: no such channel, or it expired; the step was not applied
 
 
 class LinkError(RuntimeError):
@@ -58,11 +59,14 @@ class Node2Link:
             self._ensure_channel()
             t0 = time.perf_counter()
             frame = self.channel.seal(header, body)
-            try:
-                status, content = self.http.post("/v1/step", frame, wire.CONTENT_TYPE)
-            except Node2Unreachable:
-                self._drop("node2 unreachable")
-                raise LinkError("node2 unreachable") from None
+            status, content = self._post_step(frame)
+            if status == CHANNEL_GONE:
+                # node2 no longer holds this channel (it restarted, or the channel reached its limit)
+                # and applied nothing: handshake again and send the step once more.
+                self._drop("re-handshaking: node2 dropped the channel")
+                self._ensure_channel()
+                frame = self.channel.seal(header, body)
+                status, content = self._post_step(frame)
             if status != 200:
                 self._drop(f"node2 refused a frame ({status})")
                 raise LinkError(f"node2 refused the step: {_error_of(status, content)}")
@@ -77,8 +81,16 @@ class Node2Link:
                 self.metrics.wire_bytes.labels(direction="received").inc(len(content))
             return reply, plain
 
+    def _post_step(self, frame: bytes) -> tuple[int, bytes]:
+        try:
+            return self.http.post("/v1/step", frame, wire.CONTENT_TYPE)
+        except Node2Unreachable:
+            self._drop("node2 unreachable")
+            raise LinkError("node2 unreachable") from None
+
     def _ensure_channel(self) -> None:
-        if self.channel is not None and not self.channel.expired:
+        # Renewed before either side's limit, so a stream in flight never meets an expired channel.
+        if self.channel is not None and not self.channel.renew_due:
             return
         try:
             self._handshake()

@@ -8,6 +8,7 @@ import threading
 
 import torch
 
+from attestation.hardening import process_hardening
 from node1.config import Node1Config
 from node1.link import Node2Link
 from node1.scheduler import InFlight, Scheduler
@@ -65,10 +66,13 @@ class Node1Runtime:
         """Hands a generation to the least loaded slot."""
         return min(self.slots, key=lambda s: s.load).submit(gen)
 
+    def _waiting(self, reason: str) -> None:
+        self.reason = reason  # /health says why it is still loading (the broker is retried)
+
     def _load(self) -> None:
         if self.config.model.threads:
             torch.set_num_threads(self.config.model.threads)
-        self.release, self.identity, opener = open_release("node1", self.config.tee)
+        self.release, self.identity, opener = open_release("node1", self.config.tee, self._waiting)
         tokenizer_dir = self.release.model_dir / "tokenizer"
         if tokenizer_digest(tokenizer_dir) != self.release.manifest["tokenizer_sha256"]:
             raise ManifestError("tokenizer_mismatch", "the tokenizer differs from the signed manifest")
@@ -98,10 +102,14 @@ class Node1Runtime:
         body = {"role": "node1", "model": self.release.model_id, "layers": self.release.layers_of("node1"),
                 "node2": self.link.state, "batch": sum(s.batch_size for s in self.slots),
                 "tee": self.identity.attester.tee_type, "measurement": self.identity.measurement["measurement"],
-                "memory": self.load_stats, "compute": compute_report(self.config.model)}
+                "memory": self.load_stats, "compute": compute_report(self.config.model), "hardening": process_hardening()}
         # Serving needs one attested channel; a slot whose channel dropped re-handshakes when next used.
         if not any(link.ready for link in self.links):
             return {**body, "status": "unavailable", "reason": self.link.state}, 503
-        if probe and self.link.node2_health() is None:  # ask now: a channel can outlive its peer by seconds
-            return {**body, "status": "unavailable", "reason": "node2 unreachable"}, 503
+        if probe:  # ask now: a channel can outlive its peer by seconds, and a restarted node2 loads for a while
+            peer = self.link.node2_health()
+            if peer is None:
+                return {**body, "status": "unavailable", "reason": "node2 unreachable"}, 503
+            if peer.get("status") != "ok":
+                return {**body, "status": "unavailable", "reason": f"node2 is {peer.get('status', 'not ready')}"}, 503
         return {**body, "status": "ok", "peer": self.link.peer_verdict}, 200

@@ -4,6 +4,7 @@ import logging
 from flask import Flask, Response, jsonify, request
 
 from attestation.errors import AttestationError
+from attestation.hardening import process_hardening
 from node2.config import Node2Config
 from node2.runtime import Node2Runtime
 from shared import wire
@@ -34,7 +35,7 @@ def create_app(config: Node2Config, *, runtime: Node2Runtime | None = None) -> F
             body.update(model=rt.release.model_id, layers=rt.release.layers_of("node2"),
                         sessions=len(rt.engine.sessions), channels=list(rt.channels),
                         measurement=rt.identity.measurement["measurement"], tee=rt.identity.attester.tee_type,
-                        memory=rt.load_stats, compute=compute_report(config.model))
+                        memory=rt.load_stats, compute=compute_report(config.model), hardening=process_hardening())
         return jsonify(body), 200 if rt.state == "ready" else 503
 
     @app.post("/v1/handshake/hello")
@@ -82,6 +83,8 @@ def _step(rt: Node2Runtime, frame: bytes) -> bytes:
     if peer is None:
         raise ApiError(409, "no such channel: handshake first")
     with peer.lock:  # one frame at a time per channel: sequence numbers must arrive in order
+        if peer.chan.expired:  # checked before anything is applied: node1 re-handshakes and resends
+            raise ApiError(409, "channel expired: handshake first")
         try:
             header, plain = peer.chan.open(frame)
             if header.get("type") != "step":

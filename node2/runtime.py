@@ -45,11 +45,14 @@ class Node2Runtime:
         threading.Thread(target=self._load, name="node2-load", daemon=True).start()
         return self
 
+    def _waiting(self, reason: str) -> None:
+        self.reason = reason  # /health says why it is still loading (the broker is retried)
+
     def _load(self) -> None:
         try:
             if self.config.model.threads:
                 torch.set_num_threads(self.config.model.threads)
-            self.release, self.identity, opener = open_release("node2", self.config.tee)
+            self.release, self.identity, opener = open_release("node2", self.config.tee, self._waiting)
             part, self.load_stats = load_part(self.release, "node2", self.config.model, self.open_shard or opener)
             self.engine = Engine(part, self.config.model, max_sessions=self.config.max_sessions,
                                  idle_s=self.config.session_idle_s)

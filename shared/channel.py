@@ -20,6 +20,7 @@ from attestation.canonical import canonical_json
 # Distinct per direction: even if both directions ever shared a key, their nonces could not collide.
 DIRECTION_PREFIX = {"i2r": b"\x00\x00\x00\x01", "r2i": b"\x00\x00\x00\x02"}
 SEQ_LIMIT = 2**64  # the nonce's 8-byte counter field
+RENEW_MARGIN_S = 30.0  # renew this long before the age limit (at most a tenth of it)
 RESERVED_FIELDS = ("ch", "dir", "seq")
 REASONS = ("malformed", "channel", "direction", "replay", "reorder", "tag")
 
@@ -75,6 +76,17 @@ class SealedChannel:
         with self._lock:
             return (self._sent >= self._max_frames or self._received >= self._max_frames
                     or self._clock() - self._born >= self._max_age_s)
+
+    @property
+    def renew_due(self) -> bool:
+        """True when the initiator should re-handshake before its next frame: one more exchange
+        (its frame and the peer's reply) must fit both sides' frame limit, and the peer's clock,
+        which started a round trip earlier, must still be inside the age limit (issue 13: with a
+        25-frame limit every stream died at token 23, when node2 could not seal its reply)."""
+        margin_s = min(RENEW_MARGIN_S, self._max_age_s / 10)
+        with self._lock:
+            return (self._sent >= self._max_frames - 1 or self._received >= self._max_frames - 1
+                    or self._clock() - self._born >= self._max_age_s - margin_s)
 
     @property
     def rejected(self) -> dict[str, int]:

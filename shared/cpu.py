@@ -3,7 +3,7 @@
 Machines differ (AVX-512 Xeons and EPYCs, AVX2-only EPYCs), and the one running the suite or a
 node is not always the one the code was tuned on. `TWINTEE_CPU_ISA=avx2` makes a node (and the
 tests) take the paths an AVX2-only CPU takes. The math libraries read their own caps
-(`ONEDNN_MAX_CPU_ISA`, `MKL_ENABLE_INSTRUCTIONS`) when they load, before any of our code runs, so
+(`ONEDNN_MAX_CPU_ISA`, `MKL_ENABLE_INSTRUCTIONS`, `ATEN_CPU_CAPABILITY`) when they load, before any of our code runs, so
 those must be in the process's environment too (`library_caps`; the launcher and the tests set
 them), while PyTorch's own bfloat16 check reads the CPU directly, which only this setting hides.
 """
@@ -27,7 +27,9 @@ class UnsupportedCpu(ValueError):
 
 def library_caps(isa: str) -> dict[str, str]:
     """The environment the math libraries need to behave as on `isa` (empty for the native CPU)."""
-    return {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"} if isa == "avx2" else {}
+    # ATen's own vectorized kernels (softmax, norms, element-wise) dispatch on ATEN_CPU_CAPABILITY.
+    return ({"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+            if isa == "avx2" else {})
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def node_identity(role: str, tee: TeeSettings, release: Release) -> Identity:
 
 
 
-def open_release(role: str, tee: TeeSettings):
+def open_release(role: str, tee: TeeSettings, on_wait=None):
     """-> (release, identity, open_shard): the signed release, this node's identity, and its shard opener.
 
     A manifest older than the policy's minimum version is refused here (anti-rollback).
@@ -77,4 +77,4 @@ def open_release(role: str, tee: TeeSettings):
     minimum = identity.policy.min_model_version
     if release.manifest["version"] < minimum:
         raise ManifestError("rollback", f"model version {release.manifest['version']} is below the policy's minimum {minimum}")
-    return release, identity, broker_opener(tee.broker_url, role, release, identity.evidence)
+    return release, identity, broker_opener(tee.broker_url, role, release, identity.evidence, on_wait)

@@ -273,7 +273,8 @@ def test_unwritable_audit_log_releases_nothing(config, clock, tmp_path):
 
 
 def test_health_nonce_and_json_errors(client):
-    assert client.get("/health").get_json() == {"status": "ok"}
+    health = client.get("/health").get_json()
+    assert health["status"] == "ok" and set(health["hardening"]) == {"dumpable", "core_file_limit"}
     nonces = {client.post("/nonce").get_json()["nonce"] for _ in range(3)}
     assert len(nonces) == 3 and all(len(n) == 64 for n in nonces)
     assert client.get("/nope").status_code == 404 and "error" in client.get("/nope").get_json()
@@ -359,3 +360,4 @@ def test_config_from_env(tmp_path):
                    {"TWINTEE_BROKER_MASTER_KEY_FILE": "mk"}, {"TWINTEE_BROKER_DATA_DIR": ""}]:
         with pytest.raises(ConfigError):
             BrokerConfig.from_env({**env, **broken})
+

@@ -217,3 +217,23 @@ def test_nonces_are_unique(monkeypatch, keys):
         node2.seal({"type": "tokens"}, b"y")
     assert len(nonces) == 2000 and len(set(nonces)) == 2000
     assert all(len(n) == 12 for n in nonces)
+
+
+def test_the_initiator_renews_while_one_more_exchange_still_fits_both_limits(keys):
+    # Issue 13: with a 25-frame limit node2 could not seal its reply to frame 25 and the stream died.
+    a, b = SealedChannel(keys, "initiator", max_frames=3), SealedChannel(keys, "responder", max_frames=3)
+    exchanges = 0
+    while not a.renew_due:
+        b.open(a.seal({"type": "step"}, b""))
+        a.open(b.seal({"type": "tokens"}, b""))  # the reply always fits
+        exchanges += 1
+    assert exchanges == 2 and not a.expired and not b.expired
+
+
+def test_renewal_comes_a_margin_before_the_age_limit(keys):
+    now = [0.0]
+    chan = SealedChannel(keys, "initiator", max_age_s=100, clock=lambda: now[0])
+    now[0] = 89.0
+    assert not chan.renew_due
+    now[0] = 90.5  # a tenth of the age limit before it, while the peer's clock is still inside it
+    assert chan.renew_due and not chan.expired

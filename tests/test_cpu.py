@@ -7,7 +7,7 @@ from shared.cpu import AVX2_ONLY, CpuFeatures, UnsupportedCpu, library_caps, rea
 
 XEON = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma f16c avx512f avx512bw avx512vl avx512dq amx_bf16 aes\n"
 EPYC_AVX2 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma f16c aes\n"  # issue 10's machine
-CAPS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+CAPS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
 def cpu_from(text: str, tmp_path, isa="native") -> CpuFeatures:
@@ -49,7 +49,7 @@ def test_a_node_config_refuses_bfloat16_on_a_capped_cpu():
 
 def test_the_cap_needs_the_libraries_caps_in_the_starting_environment():
     # They are read when oneDNN and MKL load: a node cannot set them for itself once running.
-    with pytest.raises(ConfigError, match="ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2"):
+    with pytest.raises(ConfigError, match="ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2"):
         ModelSettings.from_env({"TWINTEE_CPU_ISA": "avx2"})
     with pytest.raises(ConfigError, match="TWINTEE_CPU_ISA"):
         ModelSettings.from_env({"TWINTEE_CPU_ISA": "sse2"})

@@ -98,3 +98,16 @@ def test_non_json_and_malformed_json_get_a_json_4xx_from_every_json_endpoint(sta
         r = requests.post(url, timeout=10, **kwargs)
         assert r.status_code == status and "error" in r.json(), (url, r.status_code)
     assert requests.get(stack.url("node2") + "/health", timeout=10).status_code == 200
+
+
+def test_every_process_is_non_dumpable_with_no_core_files(stack):
+    # Issue 13's memory hardening: what a same-user process or a crash could otherwise read out.
+    import psutil
+
+    for role in ("broker", "node2", "node1"):
+        health = requests.get(stack.url(role) + "/health", timeout=10).json()
+        assert health["hardening"] == {"dumpable": False, "core_file_limit": 0}, role
+        for worker in psutil.Process(stack.procs[role].pid).children():
+            limits = open(f"/proc/{worker.pid}/limits").read()
+            assert any(line.startswith("Max core file size") and line.split()[4:6] == ["0", "0"]
+                       for line in limits.splitlines()), limits
