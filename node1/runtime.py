@@ -13,6 +13,7 @@ from node1.config import Node1Config
 from node1.link import Node2Link
 from node1.scheduler import InFlight, Scheduler
 from node1.text import TextCodec
+from shared.http import ApiError
 from shared.identity import open_release
 from shared.linear import compute_report
 from shared.loading import load_part, tokenizer_digest
@@ -21,6 +22,7 @@ from shared.metrics import NodeMetrics
 
 log = logging.getLogger("twintee.node1")
 RECONNECT_S = 2.0
+RETRY_AFTER_S = 2  # what a client at capacity is told to wait
 
 
 class Node1Runtime:
@@ -33,6 +35,7 @@ class Node1Runtime:
         self.load_stats: dict = {}
         self.metrics = NodeMetrics("node1")
         self.stopped = threading.Event()
+        self.capacity = threading.BoundedSemaphore(config.max_concurrent)
 
     def start(self) -> "Node1Runtime":
         threading.Thread(target=self._run, name="node1-load", daemon=True).start()
@@ -63,7 +66,12 @@ class Node1Runtime:
         return all(link.ready for link in self.links)
 
     def submit(self, gen):
-        """Hands a generation to the least loaded slot."""
+        """Hands a generation to the least loaded slot, if node1 has room for one more (else 503 with
+        Retry-After: new work beyond capacity is refused at once, never queued without bound)."""
+        if not self.capacity.acquire(blocking=False):
+            raise ApiError(503, f"node1 is at capacity ({self.config.max_concurrent} generations); retry shortly",
+                           headers={"Retry-After": str(RETRY_AFTER_S)})
+        gen.on_done = self.capacity.release  # called once, when the scheduler retires it
         return min(self.slots, key=lambda s: s.load).submit(gen)
 
     def _waiting(self, reason: str) -> None:

@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -40,9 +41,16 @@ class Generation:
     cache: SessionCache | None = None
     step: int = 0
     last: int = -1
+    on_done: Callable[[], None] | None = None  # node1's capacity slot, given back when it retires
 
     def cancel(self) -> None:
         self.cancelled.set()
+
+    def done(self) -> None:
+        """Gives back node1's capacity slot, once, whatever ended the generation."""
+        if self.on_done is not None:
+            self.on_done, on_done = None, self.on_done
+            on_done()
 
 
 class InFlight:
@@ -118,6 +126,7 @@ class Scheduler:
             except queue.Empty:
                 return
             if gen.cancelled.is_set():
+                gen.done()
                 continue
             capacity = len(gen.prompt) + gen.max_tokens
             gen.cache = SessionCache(self.part.spec, len(self.part.layers), capacity, self.part.dtype, self.settings.device)
@@ -132,6 +141,7 @@ class Scheduler:
             gen.out.put(item)
         self.active.remove(gen)
         gen.cache = None
+        gen.done()
         if gen.step > 0 or item is not None:
             self.closing.append(gen.id)
 

@@ -11,9 +11,9 @@ log = logging.getLogger("twintee.http")
 class ApiError(Exception):
     """A refusal with an HTTP status and a message that names the problem."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers or {}
 
 
 def json_error(status: int, message: str):
@@ -23,7 +23,9 @@ def json_error(status: int, message: str):
 def install_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api(exc: ApiError):
-        return json_error(exc.status, exc.message)
+        body, status = json_error(exc.status, exc.message)
+        body.headers.update(exc.headers)
+        return body, status
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

@@ -111,3 +111,4 @@ def test_every_process_is_non_dumpable_with_no_core_files(stack):
             limits = open(f"/proc/{worker.pid}/limits").read()
             assert any(line.startswith("Max core file size") and line.split()[4:6] == ["0", "0"]
                        for line in limits.splitlines()), limits
+
