@@ -48,7 +48,7 @@ def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> F
         except GenerationFailed as exc:
             raise ApiError(502, str(exc)) from None
 
-    install_metrics(app, rt.metrics)
+    install_metrics(app, rt.metrics, refresh=rt.refresh_gauges)
 
     @app.get("/")
     def index():

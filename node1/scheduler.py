@@ -104,6 +104,11 @@ class Scheduler:
         return len(self.active)
 
     @property
+    def kv_bytes(self) -> int:
+        caches = [g.cache for g in list(self.active)]  # read once: the scheduler may retire one meanwhile
+        return sum(c.nbytes for c in caches if c is not None)
+
+    @property
     def load(self) -> int:
         return len(self.active) + self.waiting.qsize()
 
@@ -180,11 +185,8 @@ class Scheduler:
     def _observe(self, batch: int, seconds: float) -> None:
         m = self.metrics
         m.step_seconds.observe(seconds)
-        m.batch.set(batch)
         m.tokens.inc(batch)
         m.tokens_per_sec.set(batch / seconds)
-        m.sessions.set(len(self.active))
-        m.kv_bytes.set(sum(g.cache.nbytes for g in self.active if g.cache is not None))
 
     def _deliver(self, g: Generation, r: dict, tok: int, errors: dict) -> None:
         if r.get("id") != g.id or not r.get("ok"):

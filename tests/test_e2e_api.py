@@ -124,3 +124,19 @@ def test_a_tiny_temperature_is_greedy_and_never_fails_a_concurrent_stream(stack)
     victim.join()
     assert out["victim"].status_code == 200 and out["victim"].json()["token_ids"] == alone
     assert all(a.status_code == 200 and a.json()["token_ids"] == greedy for a in attacks)
+
+
+def test_gauges_fall_to_zero_as_soon_as_the_last_session_leaves(stack):
+    # Issue 13: node1's /metrics showed 16 active sessions and 445 MiB of KV cache after all had ended.
+    import threading
+
+    threads = [threading.Thread(target=post, args=(stack, {"prompt": f"Count to {n}.", "max_tokens": 16}))
+               for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    text = requests.get(stack.url("node1") + "/metrics", timeout=10).text
+    gauges = {line.split("{")[0].split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(("twintee_active_sessions", "twintee_kv_cache_bytes"))}
+    assert gauges == {"twintee_active_sessions": 0.0, "twintee_kv_cache_bytes": 0.0}, gauges
