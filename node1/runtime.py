@@ -4,6 +4,7 @@ Each slot is a scheduler with its own sealed channel: while one slot waits for n
 node1's layers, so the two nodes compute different micro-batches at the same time.
 """
 import logging
+import secrets
 import threading
 
 import torch
@@ -102,7 +103,9 @@ class Node1Runtime:
         self.link.connect()
         part, self.load_stats = load_part(self.release, "node1", self.config.model, self.open_shard or opener)
         in_flight = InFlight()  # shared by the slots: a step alone in flight may use every core
-        self.slots = [Scheduler(part, self.config.model, link, self.metrics, in_flight).start() for link in self.links]
+        instance = secrets.token_hex(16)  # this process: node2 drops a previous node1's sessions on seeing it
+        self.slots = [Scheduler(part, self.config.model, link, self.metrics, in_flight, instance).start()
+                      for link in self.links]
         for link in self.links[1:]:
             link.connect()
         self.state, self.reason = "ready", "ready"

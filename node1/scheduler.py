@@ -76,9 +76,11 @@ class InFlight:
 
 
 class Scheduler:
-    def __init__(self, part: model.Part, settings: ModelSettings, link, metrics=None, in_flight: InFlight | None = None):
+    def __init__(self, part: model.Part, settings: ModelSettings, link, metrics=None, in_flight: InFlight | None = None,
+                 instance: str | None = None):
         self.part, self.settings, self.link, self.metrics = part, settings, link, metrics
         self.in_flight = in_flight or InFlight()
+        self.instance = instance  # this node1 process, named in every frame to node2
         self.waiting: queue.Queue[Generation] = queue.Queue()
         self.active: list[Generation] = []
         self.closing: list[str] = []
@@ -168,7 +170,8 @@ class Scheduler:
         with self.in_flight as alone:
             self.settings.use_threads_for(len(ids), alone)
             hidden = model.run_layers(self.part, model.embed(self.part, ids), seqs)  # [N, D]
-            header, body = wire.step_message(entries, hidden.cpu(), opens, self.closing, alone=alone)
+            header, body = wire.step_message(entries, hidden.cpu(), opens, self.closing, alone=alone,
+                                             instance=self.instance)
             self.closing = []
             try:
                 results, tokens, errors = wire.parse_tokens(*self.link.exchange(header, body))
@@ -202,7 +205,7 @@ class Scheduler:
             self._retire(g, Finished("length"))
 
     def _send_closes(self) -> None:
-        header, body = wire.step_message([], torch.empty(0, 0), {}, self.closing)
+        header, body = wire.step_message([], torch.empty(0, 0), {}, self.closing, instance=self.instance)
         self.closing = []
         try:
             self.link.exchange(header, body)

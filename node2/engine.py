@@ -30,6 +30,7 @@ class Session:
     generator: torch.Generator | None
     next_step: int = 0
     touched: float = field(default_factory=time.monotonic)
+    owner: str | None = None  # the node1 process that opened it
 
 
 class Engine:
@@ -37,6 +38,7 @@ class Engine:
         self.part, self.settings = part, settings
         self.max_sessions, self.idle_s = max_sessions, idle_s
         self.sessions: dict[str, Session] = {}
+        self.instance: str | None = None  # the node1 process whose frames arrive now
         self.lock = threading.Lock()
         self.steps = 0
 
@@ -48,12 +50,13 @@ class Engine:
             self.sessions.clear()
 
     def step(self, entries: list[dict], hidden: torch.Tensor, opens: dict, close: list[str], observe=None,
-             alone: bool = False):
+             alone: bool = False, instance: str | None = None):
         """-> (results [{id, step, ok}], token ids (0 where not ok), errors {id: message}).
 
         `observe(seconds)` receives the step's compute time, without the wait for another channel's step.
         """
         with self.lock:
+            self._adopt(instance)
             for sid in close:
                 self.sessions.pop(sid, None)
             self._expire_idle()
@@ -83,6 +86,7 @@ class Engine:
             if sid in self.sessions or params is None:
                 raise StepError("step 0 must open a new session with its parameters")
             self.sessions[sid] = self._open(params)
+            self.sessions[sid].owner = self.instance
         sess = self.sessions.get(sid)
         if sess is None:
             raise StepError("unknown or expired session")
@@ -144,6 +148,18 @@ class Engine:
             sess.next_step += 1
             sess.touched = time.monotonic()
         return out
+
+    def _adopt(self, instance: str | None) -> None:
+        # A frame from another node1 process means the one before it is gone (restarted or crashed):
+        # its sessions can never continue, so they are freed now rather than after the idle timeout.
+        if instance is None or instance == self.instance:
+            return
+        stale = [sid for sid, s in self.sessions.items() if s.owner != instance]
+        for sid in stale:
+            del self.sessions[sid]
+        if stale:
+            log.info("a new node1 process: freed %d sessions of the previous one", len(stale))
+        self.instance = instance
 
     def _expire_idle(self) -> None:
         # node1 closes every session it opens; this only frees caches a crashed node1 left behind.

@@ -75,11 +75,14 @@ def _nonneg_int(x) -> bool:
 
 
 def step_message(entries: list[dict], hidden: torch.Tensor, opens: dict, close: list[str],
-                 alone: bool = False) -> tuple[dict, bytes]:
+                 alone: bool = False, instance: str | None = None) -> tuple[dict, bytes]:
     # alone: no other step is in flight, so node2 may use every core for this one (a thread count,
-    # nothing more: it cannot change a result, see shared/linear.py).
+    # nothing more: it cannot change a result, see shared/linear.py). instance: which node1 process
+    # sent it, so node2 frees a restarted node1's sessions at once (only an attested node1 can seal it).
     header = {"type": "step", "sessions": entries, "close": close, "alone": alone,
               "dtype": DTYPE_NAMES[hidden.dtype], "shape": list(hidden.shape)}
+    if instance is not None:
+        header["instance"] = instance
     body = st_save({"hidden": hidden.contiguous()}, metadata={"open": json.dumps(opens)})
     return header, body
 
@@ -110,6 +113,14 @@ def parse_step(header: dict, body: bytes) -> tuple[list[dict], torch.Tensor, dic
     if not isinstance(opens, dict):
         raise WireError("open metadata is not an object")
     return entries, hidden, opens, close
+
+
+def step_instance(header: dict) -> str | None:
+    """The sending node1 process's id (32 hex), or None if absent; anything else is malformed."""
+    value = header.get("instance")
+    if value is not None and not _is_hex_id(value):
+        raise WireError("instance must be 32 lowercase hex characters")
+    return value
 
 
 def step_alone(header: dict) -> bool:

@@ -50,3 +50,34 @@ def test_node1_health_is_503_until_node2_is_loaded_again(stack):
     assert seen[-1][0] == 200 and all(n1 == 503 for n1, n2 in seen if n2 != 200)
     r = requests.post(stack.url("node1") + "/generate", json={"prompt": "Hi", "max_tokens": 5}, timeout=120)
     assert r.status_code == 200
+
+
+def test_node2_frees_a_killed_node1s_sessions_when_the_new_one_speaks(stack):
+    # Issue 13: after kill -9 of node1 mid-stream node2 kept the orphan session for its 300 s idle timeout.
+    import threading
+
+    import psutil
+
+    from tests.e2e import start_roles
+
+    body = {"prompt": "Write a long story about a lighthouse.", "max_tokens": 400, "stream": True}
+
+    def victim():
+        try:
+            requests.post(stack.url("node1") + "/generate", json=body, timeout=120)
+        except requests.RequestException:
+            pass  # its node1 is killed under it: the point of the test
+
+    threading.Thread(target=victim, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while requests.get(stack.url("node2") + "/health", timeout=10).json().get("sessions", 0) == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    master = psutil.Process(stack.procs.pop("node1").pid)
+    for proc in [*master.children(), master]:
+        proc.kill()  # kill -9, worker and master: nothing is closed on node2
+    assert requests.get(stack.url("node2") + "/health", timeout=10).json()["sessions"] == 1
+    start_roles(stack, ("node1",))
+    r = requests.post(stack.url("node1") + "/generate", json={"prompt": "Hi", "max_tokens": 3}, timeout=120)
+    assert r.status_code == 200
+    assert requests.get(stack.url("node2") + "/health", timeout=10).json()["sessions"] == 0

@@ -114,3 +114,15 @@ def test_a_batch_that_fails_is_rerun_one_sequence_at_a_time(engine, monkeypatch)
     results, _, errors = step(engine, [{"id": A, "step": 0, "pos": 0, "n": 1}, {"id": B, "step": 0, "pos": 0, "n": 3}], opens)
     assert calls == [2, 1, 1] and [r["ok"] for r in results] == [False, True]
     assert "could not compute" in errors[A] and engine.sessions[B].cache.length == 3
+
+
+def test_a_new_node1_process_frees_the_previous_ones_sessions_at_once(engine):
+    # Issue 13: after node1 was killed, node2 kept its sessions until the 300 s idle timeout.
+    first, second = "1" * 32, "2" * 32
+    hidden = torch.randn(2, 64)
+    engine.step([{"id": A, "step": 0, "pos": 0, "n": 2}], hidden, {A: {"capacity": 4}}, [], instance=first)
+    assert set(engine.sessions) == {A}
+    engine.step([{"id": B, "step": 0, "pos": 0, "n": 2}], hidden, {B: {"capacity": 4}}, [], instance=second)
+    assert set(engine.sessions) == {B} and engine.sessions[B].owner == second
+    engine.step([], torch.empty(0), {}, [], instance=second)  # the same process again frees nothing
+    assert set(engine.sessions) == {B}

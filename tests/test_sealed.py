@@ -99,6 +99,9 @@ class FakeRuntime:
     def submit(self, gen):
         self.scheduler.submit(gen)
 
+    def refresh_gauges(self) -> None:
+        pass
+
 
 @pytest.fixture()
 def rt(tmp_path):

@@ -60,3 +60,10 @@ def test_only_a_literal_true_alone_hint_gives_node2_every_core(value, alone):
     header, _ = wire.step_message([], torch.zeros(0, 4), {}, [], alone=True)
     header["alone"] = value
     assert wire.step_alone(header) is alone
+
+
+def test_the_node1_instance_is_32_hex_or_absent():
+    header, _ = wire.step_message([], torch.zeros(0, 4), {}, [], instance="ab" * 16)
+    assert wire.step_instance(header) == "ab" * 16 and wire.step_instance({}) is None
+    with pytest.raises(wire.WireError, match="instance"):
+        wire.step_instance({"instance": "not hex"})
