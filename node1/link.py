@@ -38,7 +38,6 @@ class Node2Link:
         self.channel: SealedChannel | None = None
         self.peer_verdict: dict | None = None
         self.state = "not connected"
-        self.handshakes = 0
         self.metrics = metrics
 
     @property
@@ -108,7 +107,6 @@ class Node2Link:
         init.confirm(self._post_json("/v1/handshake/finish", m3))  # node2 proves it holds the same keys
         self.channel = SealedChannel(keys, "initiator", max_frames=self.rekey_frames, max_age_s=self.rekey_seconds)
         self.peer_verdict = keys.peer_verdict
-        self.handshakes += 1
         if self.metrics:
             self.metrics.handshakes.labels(outcome="ok").inc()
         self.state = "ready"

@@ -92,14 +92,12 @@ def _step(rt: Node2Runtime, frame: bytes) -> bytes:
             entries, hidden, opens, close = wire.parse_step(header, plain)
             instance = wire.step_instance(header)
         except (FrameRejected, wire.WireError) as exc:
-            rt.counters["frames_rejected"] += 1
             rt.metrics.frames_rejected.labels(reason=getattr(exc, "reason", "malformed")).inc()
             log.warning("rejected a frame: %s", exc)
             raise ApiError(400, f"frame rejected: {exc}") from None
         results, ids, errors = (rt.engine.step(entries, hidden, opens, close, observe=rt.metrics.step_seconds.observe,
                                                alone=wire.step_alone(header), instance=instance)
                                 if entries or close else ([], [], {}))
-        rt.counters["steps"] += 1
         if entries:
             rt.metrics.batch.set(len(entries))
             rt.metrics.tokens.inc(sum(r["ok"] for r in results))

@@ -40,14 +40,9 @@ class Engine:
         self.sessions: dict[str, Session] = {}
         self.instance: str | None = None  # the node1 process whose frames arrive now
         self.lock = threading.Lock()
-        self.steps = 0
 
     def kv_bytes(self) -> int:
         return sum(s.cache.nbytes for s in list(self.sessions.values()))
-
-    def drop_all(self) -> None:
-        with self.lock:
-            self.sessions.clear()
 
     def step(self, entries: list[dict], hidden: torch.Tensor, opens: dict, close: list[str], observe=None,
              alone: bool = False, instance: str | None = None):
@@ -76,7 +71,6 @@ class Engine:
             tokens = self._forward_isolated(hidden, live, errors) if live else {}
             if live and observe:
                 observe(time.perf_counter() - t0)
-            self.steps += 1
         results = [{"id": e["id"], "step": e["step"], "ok": e["id"] in tokens} for e in entries]
         return results, [tokens.get(e["id"], 0) for e in entries], errors
 

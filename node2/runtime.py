@@ -37,7 +37,6 @@ class Node2Runtime:
         self.channels: OrderedDict[str, PeerChannel] = OrderedDict()
         self.peer: dict = {"verified": False, "detail": "node1 has not handshaken yet"}
         self.load_stats: dict = {}
-        self.counters = {"handshakes": 0, "handshakes_refused": 0, "frames_rejected": 0, "steps": 0}
         self.channels_lock = threading.Lock()
         self.metrics = NodeMetrics("node2")
 
@@ -72,7 +71,6 @@ class Node2Runtime:
         try:
             keys, m4 = self.responder.finish(m3)
         except AttestationError as exc:
-            self.counters["handshakes_refused"] += 1
             self.metrics.handshakes.labels(outcome="refused").inc()
             self.peer = {"verified": False, "failed": exc.check, "detail": str(exc)}
             log.warning("refused node1's evidence: %s", exc)
@@ -83,7 +81,6 @@ class Node2Runtime:
             self.channels[chan.channel_id] = PeerChannel(chan)
             while len(self.channels) > MAX_CHANNELS:  # channels node1 re-keyed away from
                 self.channels.popitem(last=False)
-        self.counters["handshakes"] += 1
         self.metrics.handshakes.labels(outcome="ok").inc()
         self.peer = {"verified": True, "verdict": keys.peer_verdict, "since": time.time()}
         log.info("channel %s established with node1", chan.channel_id[:8])

@@ -7,7 +7,6 @@ associated data, so none of it can be changed without the tag failing.
 """
 import threading
 import time
-from collections import Counter
 from typing import Callable
 
 from cryptography.exceptions import InvalidTag
@@ -63,7 +62,6 @@ class SealedChannel:
         self._born = clock()
         self._sent = 0  # next seq to seal
         self._received = 0  # next seq expected from the peer
-        self._rejected: Counter[str] = Counter()
         self._lock = threading.RLock()
 
     @property
@@ -87,17 +85,6 @@ class SealedChannel:
         with self._lock:
             return (self._sent >= self._max_frames - 1 or self._received >= self._max_frames - 1
                     or self._clock() - self._born >= self._max_age_s - margin_s)
-
-    @property
-    def rejected(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._rejected)
-
-    @property
-    def counts(self) -> tuple[int, int]:
-        """-> (frames sealed, frames opened), for metrics."""
-        with self._lock:
-            return self._sent, self._received
 
     def seal(self, header: dict, plaintext: bytes) -> bytes:
         """-> a frame whose header is `header` plus ch/dir/seq, all of it bound as associated data."""
@@ -139,6 +126,5 @@ class SealedChannel:
         return header, plaintext
 
     def _refuse(self, reason: str):
-        with self._lock:
-            self._rejected[reason] += 1
+        # node2 counts refusals per reason in Prometheus (twintee_frames_rejected_total), the one tally.
         raise FrameRejected(reason)

@@ -43,10 +43,6 @@ def decode_frame(frame: bytes) -> tuple[dict, bytes, bytes]:
     return header, raw, frame[8 + n :]
 
 
-def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    return st_save({k: v.contiguous() for k, v in tensors.items()})
-
-
 def bytes_to_tensors(data: bytes) -> dict[str, torch.Tensor]:
     try:
         return st_load(data)
