@@ -23,27 +23,34 @@ class Node2Http:
 
     def post(self, path: str, body: bytes, content_type: str, timeout: float | None = None) -> tuple[int, bytes]:
         """-> (status, body). Not thread-safe: the link's lock serializes its calls."""
-        conn = self._connection(timeout or self.timeout)
-        try:
-            conn.request("POST", path, body=body, headers={"Content-Type": content_type})
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise Node2Unreachable(type(exc).__name__) from None
+        return self._call("POST", path, body, {"Content-Type": content_type}, timeout or self.timeout)
+
+    def _call(self, method: str, path: str, body, headers: dict, timeout: float) -> tuple[int, bytes]:
+        # gunicorn closes a keep-alive connection idle for 2 s; if that close crosses our request on
+        # the wire the reused connection fails, so it is tried once more on a fresh one (issue 12: an
+        # idle node1 re-handshook every few seconds because its /health probe lost that race). A step
+        # sent twice is safe: node2 either never saw it or refuses the copy as a replay.
+        for attempt in (0, 1):
+            reused = self.conn is not None and self.conn.sock is not None
+            conn = self._connection(timeout)
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if attempt or not reused:
+                    raise Node2Unreachable(type(exc).__name__) from None
+        raise AssertionError("unreachable")
 
     def post_json(self, path: str, payload: dict, timeout: float) -> tuple[int, dict]:
         status, body = self.post(path, json.dumps(payload).encode(), "application/json", timeout)
         return status, _json_or_empty(body)
 
     def get_json(self, path: str, timeout: float) -> dict | None:
-        conn = self._connection(timeout)
         try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return _json_or_empty(resp.read())
-        except (OSError, http.client.HTTPException):
-            self.close()
+            return _json_or_empty(self._call("GET", path, None, {}, timeout)[1])
+        except Node2Unreachable:
             return None
 
     def close(self) -> None:

@@ -1,0 +1,55 @@
+"""node1/node2_http.py: one keep-alive connection, and one retry on a fresh one when node2 closed the
+reused connection under us (gunicorn drops keep-alive connections idle for 2 s)."""
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from node1 import node2_http
+from node1.node2_http import Node2Http, Node2Unreachable
+
+
+class ClosesAfterEachReply(BaseHTTPRequestHandler):
+    """Answers, then closes the connection without saying so: what a keep-alive timeout looks like."""
+
+    protocol_version = "HTTP/1.1"
+    connections: list = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.connections.append(self.client_address)
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    do_GET = do_POST
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), ClosesAfterEachReply)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def test_a_reused_connection_closed_by_node2_is_retried_once_on_a_fresh_one(server, monkeypatch):
+    # Make the close arrive after our stale check, as it does when the two cross on the wire.
+    monkeypatch.setattr(node2_http.select, "select", lambda r, w, x, t: ([], [], []))
+    client = Node2Http(server, timeout=5)
+    for _ in range(3):
+        assert client.post("/v1/step", b"frame", "application/octet-stream") == (200, b'{"ok": true}')
+        assert client.get_json("/health", 5) == {"ok": True}
+
+
+def test_a_fresh_connection_that_fails_is_not_retried():
+    client = Node2Http("http://127.0.0.1:9", timeout=1)  # nothing listens on the discard port
+    with pytest.raises(Node2Unreachable):
+        client.post("/v1/step", b"frame", "application/octet-stream")
+    assert client.get_json("/health", 1) is None
