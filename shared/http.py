@@ -1,9 +1,10 @@
 """HTTP plumbing both nodes share: JSON errors for every failure, never a stack trace to a client."""
-import json
 import logging
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
+
+from attestation.canonical import JsonError, parse_json
 
 log = logging.getLogger("twintee.http")
 
@@ -69,15 +70,11 @@ def install_metrics(app: Flask, metrics, refresh=None) -> None:
         return Response(body, content_type=content_type)
 
 
-MAX_JSON_DEPTH = 64  # our requests nest 3 levels; 100,000-deep arrays hit Python's recursion limit
-
-
 def json_body(req, max_bytes: int) -> object:
     """The request's JSON value, or a 4xx naming what is wrong: another content type (415: a
     cross-site form or text/plain post is refused), a body over the limit (413, counted while reading,
-    so a chunked body without a length is cut off at the limit, not buffered whole), text that is not
-    JSON, nesting deeper than MAX_JSON_DEPTH, or a string that is not valid Unicode (a lone surrogate
-    such as "\\ud800" parses, then fails wherever the text is encoded)."""
+    so a chunked body without a length is cut off at the limit, not buffered whole), or JSON that
+    attestation.canonical.parse_json refuses (400)."""
     if req.mimetype != "application/json":
         raise ApiError(415, "the request body must be JSON, sent with Content-Type: application/json")
     if req.content_length is not None and req.content_length > max_bytes:
@@ -86,27 +83,6 @@ def json_body(req, max_bytes: int) -> object:
     if len(raw) > max_bytes:
         raise ApiError(413, f"request body is over the limit of {max_bytes} bytes")
     try:
-        value = json.loads(raw)
-    except RecursionError:
-        raise ApiError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels") from None
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "the request body is not valid JSON") from None
-    _check_json(value, 0)
-    return value
-
-
-def _check_json(value, depth: int) -> None:
-    if depth > MAX_JSON_DEPTH:
-        raise ApiError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ApiError(400, "the request body holds a string that is not valid Unicode (a lone surrogate)") from None
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _check_json(k, depth + 1)
-            _check_json(v, depth + 1)
-    elif isinstance(value, list):
-        for v in value:
-            _check_json(v, depth + 1)
+        return parse_json(raw)
+    except JsonError as exc:
+        raise ApiError(400, str(exc)) from None

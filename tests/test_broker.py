@@ -238,13 +238,19 @@ def test_version_not_released(client, config):
 
 
 @pytest.mark.parametrize("payload", [
-    None, [], {"role": "node3"},
+    [], {"role": "node3"},
     {"role": "node1", "model_id": MODEL, "version": VERSION, "public_key": "zz", "nonce": "00",
      "evidence": {}},
 ])
 def test_malformed_request(client, config, payload):
-    resp = client.post("/key", json=payload) if payload is not None else client.post("/key")
-    assert_refused(config, resp, 400, "request")
+    assert_refused(config, client.post("/key", json=payload), 400, "request")
+
+
+def test_a_post_that_is_not_json_is_refused_before_the_audit_log(client, config):
+    # Junk from anyone must not cost an fsynced audit line each (issue 12).
+    before = config.audit_log.read_text() if config.audit_log.exists() else ""
+    assert client.post("/key").status_code == 415
+    assert (config.audit_log.read_text() if config.audit_log.exists() else "") == before
 
 
 def test_low_order_public_key(client, config):
@@ -361,3 +367,15 @@ def test_config_from_env(tmp_path):
         with pytest.raises(ConfigError):
             BrokerConfig.from_env({**env, **broken})
 
+
+
+@pytest.mark.parametrize("raw", ['{"role": "\\ud800"}', "[" * 20_000 + "]" * 20_000, "not json"])
+def test_malformed_json_is_a_400_naming_it_not_a_500(client, raw):
+    # Issue 12: lone surrogates and 100,000-deep nesting got 500 from every service.
+    r = client.post("/key", data=raw, content_type="application/json")
+    assert r.status_code == 400 and "error" in r.get_json()
+
+
+def test_other_content_types_get_415(client):
+    r = client.post("/key", data='{"role": "node1"}', content_type="text/plain")
+    assert r.status_code == 415 and "application/json" in r.get_json()["error"]

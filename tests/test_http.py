@@ -4,7 +4,8 @@ import io
 import pytest
 from flask import Flask, jsonify, request
 
-from shared.http import MAX_JSON_DEPTH, install_error_handlers, json_body
+from attestation.canonical import MAX_JSON_DEPTH
+from shared.http import install_error_handlers, json_body
 
 LIMIT = 64 * 1024
 
