@@ -15,11 +15,30 @@ MAX_JSON_DEPTH = 64  # our requests nest 3 levels deep
 
 
 class JsonError(ValueError):
-    """A body is not acceptable JSON; the message names why and is safe to show the sender."""
+    """A body is not acceptable JSON; the message names why and is safe to show the sender, and
+    `status` is the HTTP status that says so (400, or 413 / 415 from read_json_request)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
 
 
 def canonical_json(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def read_json_request(req, max_bytes: int):
+    """A Flask/werkzeug request's JSON body, for every service: another content type is a 415 (a
+    cross-site form or text/plain post is refused), a body over the limit a 413, counted while reading
+    (a chunked body without a length is cut off at the limit, not buffered whole), else parse_json."""
+    if req.mimetype != "application/json":
+        raise JsonError("the request body must be JSON, sent with Content-Type: application/json", 415)
+    if req.content_length is not None and req.content_length > max_bytes:
+        raise JsonError(f"request body is over the limit of {max_bytes} bytes", 413)
+    raw = req.stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise JsonError(f"request body is over the limit of {max_bytes} bytes", 413)
+    return parse_json(raw)
 
 
 def parse_json(raw: bytes):
@@ -31,6 +50,16 @@ def parse_json(raw: bytes):
         raise JsonError("the request body is not valid JSON") from None
     _check(value, 0)
     return value
+
+
+def hex_field(value, size: int) -> bytes | None:
+    """A field that must be exactly `size` bytes as hex; None for anything else (wrong type, not hex,
+    wrong length), so each caller raises its own named error."""
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        return None
+    return raw if len(raw) == size else None
 
 
 def _check(value, depth: int) -> None:

@@ -5,6 +5,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from attestation.canonical import hex_field
 from attestation.binding import KEY_REQUEST, NONCE_BYTES, report_data
 from attestation.key_wrap import WrapError, unwrap_key
 from attestation.manifest import key_id as make_key_id
@@ -37,11 +38,8 @@ def _post(session, url: str, payload: dict, timeout: float) -> dict:
 
 
 def _issued_nonce(answer: dict) -> bytes:
-    try:
-        nonce = bytes.fromhex(answer["nonce"])
-    except (KeyError, TypeError, ValueError):
-        nonce = b""
-    if len(nonce) != NONCE_BYTES:
+    nonce = hex_field(answer.get("nonce"), NONCE_BYTES)
+    if nonce is None:
         raise KeyReleaseError(f"broker's nonce is not {NONCE_BYTES} bytes of hex")
     return nonce
 

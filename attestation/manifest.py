@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from attestation.canonical import canonical_json
+from attestation.canonical import canonical_json, hex_field
 from attestation.evidence import NODE_ROLES
 
 SIGNING_TAG = b"twintee/manifest/v1\n"
@@ -145,12 +145,8 @@ def _read_document(path: Path) -> dict:
 
 
 def _hex_field(doc: dict, field: str, size: int) -> bytes:
-    value = doc.get(field)
-    try:
-        raw = bytes.fromhex(value) if isinstance(value, str) else b""
-    except ValueError:
-        raw = b""
-    _require(len(raw) == size, f"{field} must be {size} bytes of hex")
+    raw = hex_field(doc.get(field), size)
+    _require(raw is not None, f"{field} must be {size} bytes of hex")
     return raw
 
 

@@ -13,28 +13,13 @@ from broker.config import BrokerConfig
 from broker.kms import MasterKey, load_master_key
 from broker.nonces import NonceStore, NonceStoreFull
 from broker.key_release import Appraise, KeyRelease, Refusal
-from attestation.canonical import JsonError, parse_json
+from attestation.canonical import JsonError, read_json_request
 from attestation.hardening import process_hardening
 from attestation.manifest import manifest_path, read_public_key
 
 
 def _error(status: int, message: str):
     return jsonify(error=message), status
-
-
-def _json_request(max_bytes: int):
-    """The request's JSON value; -> (None, error response) for another content type, a body over
-    the limit (counted while reading) or JSON that parse_json refuses. Anything else is for
-    KeyRelease to judge."""
-    if request.mimetype != "application/json":
-        return None, _error(415, "the request body must be JSON, sent with Content-Type: application/json")
-    raw = request.stream.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        return None, _error(413, f"request body is over the limit of {max_bytes} bytes")
-    try:
-        return parse_json(raw), None
-    except JsonError as exc:
-        return None, _error(400, str(exc))
 
 
 def _register_errors(app: Flask) -> None:
@@ -79,10 +64,9 @@ def create_app(config: BrokerConfig, *, appraise: Appraise, min_version_for: Cal
     @app.post("/key")
     def key():
         try:
-            body, refused = _json_request(config.max_request_bytes)
-            if refused:
-                return refused
-            answer = release.handle(body, request.remote_addr)
+            answer = release.handle(read_json_request(request, config.max_request_bytes), request.remote_addr)
+        except JsonError as exc:  # not JSON at all: refused before the audit log, which is for key requests
+            return _error(exc.status, str(exc))
         except Refusal as r:
             app.logger.info("key refused: check=%s status=%d", r.check, r.status)
             return _error(r.status, r.message)

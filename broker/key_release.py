@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from attestation.canonical import hex_field
 from attestation.binding import KEY_REQUEST, NONCE_BYTES, report_data
 from broker.audit import AuditLog
 from broker.kms import MasterKey, derive_shard_key
@@ -40,12 +41,8 @@ class KeyRequest:
 
 
 def _hex_bytes(payload: dict, field: str, size: int) -> bytes:
-    value = payload.get(field)
-    try:
-        raw = bytes.fromhex(value) if isinstance(value, str) else b""
-    except ValueError:
-        raw = b""
-    if len(raw) != size:
+    raw = hex_field(payload.get(field), size)
+    if raw is None:
         raise Refusal(400, "request", f"'{field}' must be {size} bytes of hex")
     return raw
 

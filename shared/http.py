@@ -4,7 +4,7 @@ import logging
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from attestation.canonical import JsonError, parse_json
+from attestation.canonical import JsonError, read_json_request
 
 log = logging.getLogger("twintee.http")
 
@@ -71,18 +71,8 @@ def install_metrics(app: Flask, metrics, refresh=None) -> None:
 
 
 def json_body(req, max_bytes: int) -> object:
-    """The request's JSON value, or a 4xx naming what is wrong: another content type (415: a
-    cross-site form or text/plain post is refused), a body over the limit (413, counted while reading,
-    so a chunked body without a length is cut off at the limit, not buffered whole), or JSON that
-    attestation.canonical.parse_json refuses (400)."""
-    if req.mimetype != "application/json":
-        raise ApiError(415, "the request body must be JSON, sent with Content-Type: application/json")
-    if req.content_length is not None and req.content_length > max_bytes:
-        raise ApiError(413, f"request body is over the limit of {max_bytes} bytes")
-    raw = req.stream.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise ApiError(413, f"request body is over the limit of {max_bytes} bytes")
+    """The request's JSON value, or the 4xx attestation.canonical.read_json_request names."""
     try:
-        return parse_json(raw)
+        return read_json_request(req, max_bytes)
     except JsonError as exc:
-        raise ApiError(400, str(exc)) from None
+        raise ApiError(exc.status, str(exc)) from None
