@@ -30,18 +30,23 @@ class Node2Http:
         # the wire the reused connection fails, so it is tried once more on a fresh one (issue 12: an
         # idle node1 re-handshook every few seconds because its /health probe lost that race). A step
         # sent twice is safe: node2 either never saw it or refuses the copy as a replay.
-        for attempt in (0, 1):
-            reused = self.conn is not None and self.conn.sock is not None
-            conn = self._connection(timeout)
-            try:
-                conn.request(method, path, body=body, headers=headers)
-                resp = conn.getresponse()
-                return resp.status, resp.read()
-            except (OSError, http.client.HTTPException) as exc:
-                self.close()
-                if attempt or not reused:
-                    raise Node2Unreachable(type(exc).__name__) from None
-        raise AssertionError("unreachable")
+        reused = self.conn is not None and self.conn.sock is not None
+        try:
+            return self._once(method, path, body, headers, timeout)
+        except Node2Unreachable:
+            if not reused:
+                raise
+        return self._once(method, path, body, headers, timeout)
+
+    def _once(self, method: str, path: str, body, headers: dict, timeout: float) -> tuple[int, bytes]:
+        conn = self._connection(timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise Node2Unreachable(type(exc).__name__) from None
 
     def post_json(self, path: str, payload: dict, timeout: float) -> tuple[int, dict]:
         status, body = self.post(path, json.dumps(payload).encode(), "application/json", timeout)
