@@ -1,17 +1,28 @@
 """Helpers for the end-to-end tests: a real stack (broker, node2, node1 under gunicorn) on loopback."""
+import os
 from pathlib import Path
 
 from launcher.stack import Stack
 
-PORTS = {"TWINTEE_NODE2_PORT": "15101", "TWINTEE_NODE1_PORT": "15102", "TWINTEE_BROKER_PORT": "15103"}
+# Every test stack's ports are offsets from one base, so two checkouts (git worktrees) can run their
+# suites side by side with different TWINTEE_TEST_PORT_BASE values.
+PORT_BASE = int(os.environ.get("TWINTEE_TEST_PORT_BASE", "15100"))
+
+
+def own_ports(offset: int) -> dict:
+    """The environment of a stack on ports PORT_BASE+offset (node2), +1 (node1), +2 (broker)."""
+    node2, node1, broker = (PORT_BASE + offset + i for i in range(3))
+    return {"TWINTEE_NODE2_PORT": str(node2), "TWINTEE_NODE1_PORT": str(node1), "TWINTEE_BROKER_PORT": str(broker),
+            "TWINTEE_NODE2_URL": f"http://127.0.0.1:{node2}", "TWINTEE_BROKER_URL": f"http://127.0.0.1:{broker}"}
+
+
+PORTS = own_ports(1)
 
 
 def stack_env(data_dir: Path, **extra) -> dict:
     return {
         **PORTS,
         "TWINTEE_DATA_DIR": str(data_dir),
-        "TWINTEE_NODE2_URL": f"http://127.0.0.1:{PORTS['TWINTEE_NODE2_PORT']}",
-        "TWINTEE_BROKER_URL": f"http://127.0.0.1:{PORTS['TWINTEE_BROKER_PORT']}",
         "TWINTEE_THREADS": "1",
         **extra,
     }

@@ -21,7 +21,7 @@ from attestation.errors import PolicyError
 from attestation.policy import sign_policy
 from client.attest import VerificationFailed, attest, pinned_policy, require_verified
 from shared.identity import raw_public
-from tests.e2e import start_stack
+from tests.e2e import own_ports, start_stack
 from tests.proxy import HostProxy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,16 +175,9 @@ def test_a_policy_not_signed_by_the_pinned_key_is_refused(sim_release):
 # ---- slow: the real CLI against real processes ---------------------------------------------------------
 
 
-def own_ports(base: int) -> dict:
-    """Ports of this module's stack, apart from tests/e2e.py's defaults so parallel runs do not collide."""
-    node2, node1, broker = base, base + 1, base + 2
-    return {"TWINTEE_NODE2_PORT": str(node2), "TWINTEE_NODE1_PORT": str(node1), "TWINTEE_BROKER_PORT": str(broker),
-            "TWINTEE_NODE2_URL": f"http://127.0.0.1:{node2}", "TWINTEE_BROKER_URL": f"http://127.0.0.1:{broker}"}
-
-
 @pytest.fixture(scope="module")
 def stack(release_dir, tmp_path_factory):
-    s = start_stack(release_dir, tmp_path_factory.mktemp("client-logs"), **own_ports(15121))
+    s = start_stack(release_dir, tmp_path_factory.mktemp("client-logs"), **own_ports(21))
     yield s
     s.stop()
 

@@ -10,7 +10,7 @@ import torch
 
 from launcher.stack import ROOT, Stack
 from tests.conftest import chat_ids
-from tests.e2e import PORTS, stack_env, start_roles, start_stack
+from tests.e2e import PORT_BASE, PORTS, own_ports, stack_env, start_roles, start_stack
 from tests.proxy import HostProxy
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 @pytest.fixture(scope="module")
 def proxied(release_dir, tmp_path_factory):
     node2 = f"http://127.0.0.1:{PORTS['TWINTEE_NODE2_PORT']}"
-    with HostProxy(node2, 15110) as proxy:
+    with HostProxy(node2, PORT_BASE + 10) as proxy:
         stack = start_stack(release_dir, tmp_path_factory.mktemp("logs"), TWINTEE_NODE2_URL=proxy.url)
         yield stack, proxy
         stack.stop()
@@ -68,8 +68,7 @@ def test_node_with_modified_code_gets_no_key(release_dir, tmp_path):
     with open(copy / "node1" / "app.py", "a") as f:
         f.write("\n# a change made after `make prepare`\n")
     # Ports of its own: the module's proxied stack is still running.
-    env = stack_env(release_dir, TWINTEE_NODE1_PORT="15140", TWINTEE_NODE2_PORT="15141", TWINTEE_BROKER_PORT="15142",
-                    TWINTEE_NODE2_URL="http://127.0.0.1:15141", TWINTEE_BROKER_URL="http://127.0.0.1:15142")
+    env = stack_env(release_dir, **own_ports(40))
     good = start_roles(Stack(env, tmp_path), ("broker", "node2"))
     bad = Stack(env, tmp_path, root=copy)
     try:

@@ -14,9 +14,9 @@ import requests
 from attestation.canonical import canonical_json
 from attestation.providers.simulated import SimulatedAttester
 from attestation.release_dir import release_public_key
-from tests.e2e import start_stack
+from tests.e2e import own_ports, start_stack
 from tests.proxy import HostProxy
-from tests.test_client import TAMPERS, SimulatedRelease, alter_node2_measurement, own_ports, swap_node1_key
+from tests.test_client import TAMPERS, SimulatedRelease, alter_node2_measurement, swap_node1_key
 from tests.test_sealed import HPKE_VECTOR_JS, RFC9180_A1
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +131,7 @@ def test_the_page_refuses_a_policy_not_signed_by_the_pinned_key(sim_release):
 
 @pytest.fixture(scope="module")
 def stack(release_dir, tmp_path_factory):
-    s = start_stack(release_dir, tmp_path_factory.mktemp("webui-logs"), **own_ports(15131))
+    s = start_stack(release_dir, tmp_path_factory.mktemp("webui-logs"), **own_ports(31))
     yield s
     s.stop()
 
