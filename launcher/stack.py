@@ -9,6 +9,7 @@ from pathlib import Path
 
 import requests
 
+from shared.config import GUNICORN_THREADS
 from shared.cpu import library_caps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ def gunicorn_command(role: str, env: dict) -> list[str]:
     # The worker's heartbeat fchmods a file on every event-loop turn (py-spy: ~1% of node2's time at
     # one stream); gunicorn's FAQ puts it in memory (/dev/shm) so a disk-backed /tmp cannot stall it.
     tmp = ["--worker-tmp-dir", "/dev/shm"] if os.path.isdir("/dev/shm") else []
-    return [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread", "--threads", "32",
+    return [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread", "--threads", str(GUNICORN_THREADS),
             "--bind", bind, "--timeout", "120", "--graceful-timeout", "5", "--no-control-socket", *tmp, APPS[role]]
 
 

@@ -2,7 +2,9 @@
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from shared.config import ConfigError, ModelSettings, TeeSettings, env_int, env_str
+from shared.config import GUNICORN_THREADS, ConfigError, ModelSettings, TeeSettings, env_int, env_str
+
+CONTROL_THREADS = 16  # gunicorn threads kept free of generations for /health, /metrics, /attestation
 
 
 @dataclass(frozen=True)
@@ -14,9 +16,10 @@ class Node1Config:
     tee: TeeSettings = field(default_factory=TeeSettings)
     max_body_bytes: int = 1 << 20
     pipeline_slots: int = 2  # micro-batches in flight between node1 and node2
-    # Generations at once; a streaming one holds one of gunicorn's 32 threads, so this leaves 8 for
-    # /health, /metrics and /attestation under any load (issue 12: 32 long generations starved them).
-    max_concurrent: int = 24
+    # Generations at once; a streaming one holds one of gunicorn's GUNICORN_THREADS threads, so this
+    # leaves 16 for /health, /metrics and /attestation under any load (issue 12: 32 long generations
+    # starved them). 32 because issue 13's load test runs 32 concurrent clients with zero 5xx.
+    max_concurrent: int = 32
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
@@ -27,8 +30,9 @@ class Node1Config:
             raise ConfigError("TWINTEE_PIPELINE_SLOTS must be 1 to 4")
         if self.max_body_bytes < 1024:
             raise ConfigError("TWINTEE_MAX_BODY_BYTES must be at least 1024")
-        if not 1 <= self.max_concurrent <= 24:
-            raise ConfigError("TWINTEE_MAX_CONCURRENT must be 1 to 24 (gunicorn's 32 threads minus 8 for the control plane)")
+        if not 1 <= self.max_concurrent <= GUNICORN_THREADS - CONTROL_THREADS:
+            raise ConfigError(f"TWINTEE_MAX_CONCURRENT must be 1 to {GUNICORN_THREADS - CONTROL_THREADS} (gunicorn's "
+                              f"{GUNICORN_THREADS} threads minus {CONTROL_THREADS} for the control plane)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Node1Config":
@@ -40,5 +44,5 @@ class Node1Config:
             tee=TeeSettings.from_env(env),
             max_body_bytes=env_int(env, "TWINTEE_MAX_BODY_BYTES", 1 << 20),
             pipeline_slots=env_int(env, "TWINTEE_PIPELINE_SLOTS", 2),
-            max_concurrent=env_int(env, "TWINTEE_MAX_CONCURRENT", 24),
+            max_concurrent=env_int(env, "TWINTEE_MAX_CONCURRENT", 32),
         )

@@ -15,6 +15,8 @@ from shared.cpu import ISAS, CpuFeatures, UnsupportedCpu, library_caps, read_cpu
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TEE_KINDS = ("simulated", "tdx", "sev-snp", "dstack")
 PREFILL_TOKENS = 64  # steps with at least this many tokens are compute-bound enough to use more threads
+# Threads of each node's one gunicorn worker (launcher/stack.py): node1 holds one per streaming generation.
+GUNICORN_THREADS = 48
 
 
 class ConfigError(ValueError):
