@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from shared.config import GUNICORN_THREADS, ConfigError, ModelSettings, TeeSettings, env_int, env_str
+from shared.config import GUNICORN_THREADS, ConfigError, ModelSettings, TeeSettings, env_float, env_int, env_str
 
 CONTROL_THREADS = 16  # gunicorn threads kept free of generations for /health, /metrics, /attestation
 
@@ -20,6 +20,9 @@ class Node1Config:
     # leaves 16 for /health, /metrics and /attestation under any load (issue 12: 32 long generations
     # starved them). 32 because issue 13's load test runs 32 concurrent clients with zero 5xx.
     max_concurrent: int = 32
+    # How long a batch waits for node2 to come back (a restarted node2 loads in ~10 s) before its
+    # generations fail; within it, each is replayed into the new node2 and goes on unchanged.
+    node2_recovery_s: float = 60.0
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
@@ -34,6 +37,9 @@ class Node1Config:
             raise ConfigError(f"TWINTEE_MAX_CONCURRENT must be 1 to {GUNICORN_THREADS - CONTROL_THREADS} (gunicorn's "
                               f"{GUNICORN_THREADS} threads minus {CONTROL_THREADS} for the control plane)")
 
+        if not 0 < self.node2_recovery_s <= 3600:
+            raise ConfigError("TWINTEE_NODE2_RECOVERY_S must be more than 0 and at most 3600 seconds")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Node1Config":
         return cls(
@@ -45,4 +51,5 @@ class Node1Config:
             max_body_bytes=env_int(env, "TWINTEE_MAX_BODY_BYTES", 1 << 20),
             pipeline_slots=env_int(env, "TWINTEE_PIPELINE_SLOTS", 2),
             max_concurrent=env_int(env, "TWINTEE_MAX_CONCURRENT", 32),
+            node2_recovery_s=env_float(env, "TWINTEE_NODE2_RECOVERY_S", 60.0),
         )

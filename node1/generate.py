@@ -26,7 +26,8 @@ class Run:
     def __init__(self, runtime, req: GenerateRequest, prompt_ids: list[int]):
         self.req, self.prompt_ids = req, prompt_ids
         self.stream = TextStream(runtime.codec, req.stop)
-        self.gen = Generation(prompt_ids, req.max_tokens, req.sampling.to_dict(), runtime.codec.eos_ids)
+        self.gen = Generation(prompt_ids, req.max_tokens, req.sampling.with_fixed_seed().to_dict(),
+                              runtime.codec.eos_ids)
         self.t0 = time.perf_counter()
         self.t_first: float | None = None
         self.t_last: float | None = None

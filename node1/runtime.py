@@ -104,8 +104,8 @@ class Node1Runtime:
         part, self.load_stats = load_part(self.release, "node1", self.config.model, self.open_shard or opener)
         in_flight = InFlight()  # shared by the slots: a step alone in flight may use every core
         instance = secrets.token_hex(16)  # this process: node2 drops a previous node1's sessions on seeing it
-        self.slots = [Scheduler(part, self.config.model, link, self.metrics, in_flight, instance).start()
-                      for link in self.links]
+        self.slots = [Scheduler(part, self.config.model, link, self.metrics, in_flight, instance,
+                                self.config.node2_recovery_s).start() for link in self.links]
         for link in self.links[1:]:
             link.connect()
         self.state, self.reason = "ready", "ready"

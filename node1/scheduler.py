@@ -3,7 +3,14 @@ sends node2 one frame for the whole batch, and hands each session its next token
 
 New requests join between steps; finished or cancelled ones leave at once and their node2
 sessions are closed in the next frame.
+
+When node2 does not answer a step (it died, restarted, or lost the channel), the batch is not
+failed: the scheduler waits for node2 up to `recovery_s`, then replays each session into it (its
+prompt and every token generated so far, as one frame whose segments are the session's original
+steps, so every row is recomputed exactly and the next token is the one the lost node2 would
+have drawn), and the streams go on.
 """
+import logging
 import queue
 import secrets
 import threading
@@ -16,6 +23,10 @@ import torch
 from shared import model, wire
 from shared.config import ModelSettings
 from shared.kv import SessionCache
+
+log = logging.getLogger("twintee.node1")
+MAX_REPLAYS = 3  # per generation: a step that fails again after as many replays is not node2's restart
+RECOVERY_POLL_S = 0.5
 
 
 class GenerationFailed(RuntimeError):
@@ -39,9 +50,22 @@ class Generation:
     out: queue.Queue = field(default_factory=queue.Queue)  # int | Finished | GenerationFailed
     cancelled: threading.Event = field(default_factory=threading.Event)
     cache: SessionCache | None = None
-    step: int = 0
-    last: int = -1
+    tokens: list[int] = field(default_factory=list)  # generated so far, each already handed out
+    fed: int = 0  # positions held by both nodes' caches for this session
+    node2_step: int = 0  # steps node2's session has taken (0: the next frame opens it)
+    replays: int = 0
     on_done: Callable[[], None] | None = None  # node1's capacity slot, given back when it retires
+
+    @property
+    def step(self) -> int:
+        return len(self.tokens)
+
+    def next_input(self) -> tuple[list[int], list[int]]:
+        """(token ids to run, the step lengths they are computed in): the prompt, the last token, or
+        after a replay everything so far in its original steps (the prompt, then one token each)."""
+        if self.fed == 0:
+            return self.prompt + self.tokens, [len(self.prompt)] + [1] * len(self.tokens)
+        return self.tokens[-1:], [1]
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -77,8 +101,9 @@ class InFlight:
 
 class Scheduler:
     def __init__(self, part: model.Part, settings: ModelSettings, link, metrics=None, in_flight: InFlight | None = None,
-                 instance: str | None = None):
+                 instance: str | None = None, recovery_s: float = 60.0):
         self.part, self.settings, self.link, self.metrics = part, settings, link, metrics
+        self.recovery_s = recovery_s  # how long a batch waits for node2 to come back before failing
         self.in_flight = in_flight or InFlight()
         self.instance = instance  # this node1 process, named in every frame to node2
         self.waiting: queue.Queue[Generation] = queue.Queue()
@@ -124,7 +149,14 @@ class Scheduler:
                 self.wake.wait(timeout=1.0)
                 self.wake.clear()
                 continue
-            self._step(list(self.active))
+            batch = list(self.active)
+            try:
+                self._step(batch)
+            except Exception:  # noqa: BLE001 - a bug fails this batch, never the loop every stream waits on
+                log.exception("a step of %d sessions failed inside node1", len(batch))
+                for g in batch:
+                    if g in self.active:
+                        self._retire(g, GenerationFailed("node1 could not compute this step"))
 
     def _admit(self) -> None:
         while len(self.active) < self.settings.max_batch:
@@ -149,19 +181,21 @@ class Scheduler:
         self.active.remove(gen)
         gen.cache = None
         gen.done()
-        if gen.step > 0 or item is not None:
+        if gen.node2_step > 0 or item is not None:
             self.closing.append(gen.id)
 
     def _inputs(self, batch: list[Generation]):
         entries, opens, ids, seqs = [], {}, [], []
         for g in batch:
-            new = g.prompt if g.step == 0 else [g.last]
-            pos = 0 if g.step == 0 else len(g.prompt) + g.step - 1
-            entries.append({"id": g.id, "step": g.step, "pos": pos, "n": len(new)})
-            if g.step == 0:
+            new, lengths = g.next_input()
+            entry = {"id": g.id, "step": g.node2_step, "pos": g.fed, "n": len(new)}
+            if len(lengths) > 1:
+                entry["segments"] = lengths
+            entries.append(entry)
+            if g.node2_step == 0:
                 opens[g.id] = {"capacity": len(g.prompt) + g.max_tokens, **g.sampling}
             ids += new
-            seqs.append(model.Seq(g.cache, pos, len(new)))
+            seqs += model.segments(g.cache, g.fed, lengths)
         return entries, opens, torch.tensor(ids, device=self.settings.device), seqs
 
     def _step(self, batch: list[Generation]) -> None:
@@ -172,16 +206,15 @@ class Scheduler:
             hidden = model.run_layers(self.part, model.embed(self.part, ids), seqs)  # [N, D]
             header, body = wire.step_message(entries, hidden.cpu(), opens, self.closing, alone=alone,
                                              instance=self.instance)
-            self.closing = []
+            closing, self.closing = self.closing, []
             try:
                 results, tokens, errors = wire.parse_tokens(*self.link.exchange(header, body))
-            except Exception as exc:  # noqa: BLE001 - any link failure fails this step's sessions, not the loop
-                message = getattr(exc, "public_message", "node2 did not answer the step")
-                for g in batch:
-                    self._retire(g, GenerationFailed(message))
+            except Exception as exc:  # noqa: BLE001 - any link failure: wait for node2, then replay
+                self.closing = closing + self.closing  # the closes may not have arrived either
+                self._recover(batch, getattr(exc, "public_message", "node2 did not answer the step"))
                 return
-        for g, r, tok in zip(batch, results, tokens):
-            self._deliver(g, r, tok, errors)
+        for g, e, r, tok in zip(batch, entries, results, tokens):
+            self._deliver(g, e, r, tok, errors)
         if self.metrics:
             self._observe(len(batch), time.perf_counter() - t0)
 
@@ -191,18 +224,55 @@ class Scheduler:
         m.tokens.inc(batch)
         m.tokens_per_sec.set(batch / seconds)
 
-    def _deliver(self, g: Generation, r: dict, tok: int, errors: dict) -> None:
+    def _deliver(self, g: Generation, e: dict, r: dict, tok: int, errors: dict) -> None:
+        if r.get("id") == g.id and not r.get("ok") and errors.get(g.id) == wire.SESSION_LOST:
+            self._replay(g, "node2 no longer holds the session")  # it restarted between two steps
+            return
         if r.get("id") != g.id or not r.get("ok"):
             self._retire(g, GenerationFailed(f"node2 refused the step: {errors.get(g.id, 'mismatched reply')}"))
             return
-        g.step += 1
-        g.last = tok
+        g.fed += e["n"]
+        g.node2_step += 1
+        g.tokens.append(tok)
         if tok in g.stop_ids:
             self._retire(g, Finished("stop"))
             return
         g.out.put(tok)
         if g.step >= g.max_tokens:
             self._retire(g, Finished("length"))
+
+    def _recover(self, batch: list[Generation], message: str) -> None:
+        """node2 did not answer a step: wait for a channel to it (node2 restarting loads for seconds),
+        then replay each of the batch's sessions; past the deadline each fails with a clear error."""
+        log.warning("a step of %d sessions failed (%s); waiting up to %.0f s for node2", len(batch), message,
+                    self.recovery_s)
+        deadline = time.monotonic() + self.recovery_s
+        while not self.link.connect():
+            for g in [g for g in batch if g.cancelled.is_set()]:
+                batch.remove(g)
+                self._retire(g)
+            if not batch or self.stopped or time.monotonic() >= deadline:
+                for g in batch:
+                    self._retire(g, GenerationFailed(f"{message}; node2 was not back within {self.recovery_s:.0f} s"))
+                return
+            time.sleep(RECOVERY_POLL_S)
+        for g in batch:
+            self._replay(g, message)
+
+    def _replay(self, g: Generation, why: str) -> None:
+        """Makes the next step reopen g's session at node2 with everything so far. Its node1 cache is
+        rewritten too, in the same steps, so the hidden rows node2 receives are the original ones."""
+        if g.replays >= MAX_REPLAYS:
+            self._retire(g, GenerationFailed(f"{why}; gave up after {MAX_REPLAYS} replays"))
+            return
+        if g.node2_step > 0:
+            self.closing.append(g.id)  # the old session, in case that node2 still holds it
+        g.replays += 1
+        g.id, g.fed, g.node2_step = secrets.token_hex(16), 0, 0
+        g.cache.length = 0
+        if self.metrics:
+            self.metrics.replays.inc()
+        log.info("replaying a session into node2: %d prompt + %d generated tokens", len(g.prompt), len(g.tokens))
 
     def _send_closes(self) -> None:
         header, body = wire.step_message([], torch.empty(0, 0), {}, self.closing, instance=self.instance)

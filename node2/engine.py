@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from node2.sampling import generator, sample
-from shared import model
+from node2.sampling import sample, session_seed
+from shared import model, wire
 from shared.config import ModelSettings
 from shared.kv import CacheOverflow, SessionCache
 from shared.sampling import SamplingError, SamplingParams
@@ -27,7 +27,7 @@ class StepError(ValueError):
 class Session:
     cache: SessionCache
     sampling: SamplingParams
-    generator: torch.Generator | None
+    seed: int  # what its draws are derived from, with each token's position
     next_step: int = 0
     touched: float = field(default_factory=time.monotonic)
     owner: str | None = None  # the node1 process that opened it
@@ -83,7 +83,7 @@ class Engine:
             self.sessions[sid].owner = self.instance
         sess = self.sessions.get(sid)
         if sess is None:
-            raise StepError("unknown or expired session")
+            raise StepError(wire.SESSION_LOST)
         if e["step"] != sess.next_step:
             raise StepError(f"expected step {sess.next_step}, got {e['step']}")
         try:
@@ -103,7 +103,7 @@ class Engine:
         except SamplingError as err:
             raise StepError(str(err)) from None
         cache = SessionCache(self.part.spec, len(self.part.layers), capacity, self.part.dtype, self.settings.device)
-        return Session(cache, sampling, generator(sampling))
+        return Session(cache, sampling, session_seed(sampling))
 
     def _forward_isolated(self, hidden: torch.Tensor, live: list, errors: dict) -> dict[str, int]:
         """One sequence's failure ends that sequence only: if the batch fails, each sequence runs
@@ -126,14 +126,14 @@ class Engine:
 
     def _forward(self, hidden: torch.Tensor, live: list, errors: dict) -> dict[str, int]:
         # hidden: [N, D] rows of the live sessions, in order
-        seqs = [model.Seq(sess.cache, e["pos"], e["n"]) for e, sess in live]
+        seqs = [seq for e, sess in live for seq in model.segments(sess.cache, e["pos"], wire.segments_of(e))]
         y = model.run_layers(self.part, hidden.to(self.part.dtype), seqs)
         last = torch.cumsum(torch.tensor([e["n"] for e, _ in live]), 0) - 1  # [B] each sequence's last row
         logits = model.logits(self.part, y[last])  # [B, V]
         out = {}
         for i, (e, sess) in enumerate(live):
             try:
-                out[e["id"]] = sample(logits[i], sess.sampling, sess.generator)
+                out[e["id"]] = sample(logits[i], sess.sampling, sess.seed, e["pos"] + e["n"])
             except RuntimeError as exc:  # e.g. non-finite logits: this session ends, the others go on
                 log.warning("session %s could not be sampled: %s", e["id"][:8], type(exc).__name__)
                 errors[e["id"]] = "sampling failed for this sequence"

@@ -1,23 +1,33 @@
-"""Picks the next token from logits: greedy, temperature and top-p, reproducible with a seed."""
+"""Picks the next token from logits: greedy, temperature and top-p, reproducible with a seed.
+
+A seeded draw depends only on (seed, position), never on how many draws came before: a session
+replayed into a restarted node2 draws at each position exactly the token the lost one drew.
+"""
+import hashlib
+import secrets
+
 import torch
 
-from shared.sampling import SamplingParams
+from shared.sampling import MAX_SEED, SamplingParams
 
 
-def generator(s: SamplingParams) -> torch.Generator | None:
-    if s.greedy:
-        return None
+def session_seed(s: SamplingParams) -> int:
+    """The seed a session draws with: the request's, or a random one fixed for the session's life."""
+    return s.seed if s.seed is not None else secrets.randbelow(MAX_SEED + 1)
+
+
+def generator(seed: int, position: int) -> torch.Generator:
+    """A generator for the token at `position`, mixed from both numbers so neighbouring seeds or
+    positions share no stream."""
+    digest = hashlib.sha256(f"twintee-sample:{seed}:{position}".encode()).digest()
     g = torch.Generator()
-    if s.seed is None:
-        g.seed()
-    else:
-        g.manual_seed(s.seed)
+    g.manual_seed(int.from_bytes(digest[:8], "little") & MAX_SEED)
     return g
 
 
-def sample(logits: torch.Tensor, s: SamplingParams, gen: torch.Generator | None) -> int:
-    """logits: [V] float32 -> one token id. Never raises on finite logits: a distribution that
-    cannot be sampled (all mass lost to rounding) falls back to the arg-max."""
+def sample(logits: torch.Tensor, s: SamplingParams, seed: int, position: int) -> int:
+    """logits: [V] float32 -> the token at `position`. Never raises on finite logits: a distribution
+    that cannot be sampled (all mass lost to rounding) falls back to the arg-max."""
     if s.greedy:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits / s.temperature, dim=-1)  # T >= 1e-5: no overflow in float32
@@ -31,5 +41,5 @@ def sample(logits: torch.Tensor, s: SamplingParams, gen: torch.Generator | None)
     total = probs.sum()
     if not torch.isfinite(total) or total <= 0:
         return int(torch.argmax(logits))
-    pick = int(torch.multinomial(probs / total, 1, generator=gen))
+    pick = int(torch.multinomial(probs / total, 1, generator=generator(seed, position)))
     return int(index[pick]) if index is not None else pick

@@ -25,8 +25,11 @@ class SessionCache:
     def nbytes(self) -> int:
         return self.k.numel() * self.k.element_size() * 2
 
-    def check_room(self, pos: int, n: int) -> None:
-        if pos != self.length:
-            raise CacheOverflow(f"step starts at position {pos} but the cache holds {self.length}")
+    def check_room(self, pos: int, n: int, held: int | None = None) -> None:
+        """`held`: the positions this cache will hold when the step reaches these n tokens (a replay's
+        later segment starts where its earlier one ends); by default what it holds now."""
+        held = self.length if held is None else held
+        if pos != held:
+            raise CacheOverflow(f"step starts at position {pos} but the cache holds {held}")
         if pos + n > self.capacity:
             raise CacheOverflow(f"{pos + n} positions exceed the session's capacity {self.capacity}")

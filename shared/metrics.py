@@ -16,6 +16,7 @@ class NodeMetrics:
         self.batch = Gauge("twintee_batch_size", "sequences in the last step", registry=r)
         self.kv_bytes = Gauge("twintee_kv_cache_bytes", "bytes held by KV caches", registry=r)
         self.handshakes = Counter("twintee_handshakes", "attested handshakes by outcome", ["outcome"], registry=r)
+        self.replays = Counter("twintee_session_replays", "sessions replayed into a restarted or lost node2", registry=r)
         self.frames_rejected = Counter("twintee_frames_rejected", "sealed frames rejected, by reason", ["reason"], registry=r)
         self.link_seconds = Histogram("twintee_link_roundtrip_seconds", "node1: seal + HTTP + node2 + open, per step",
                                       buckets=LATENCY_BUCKETS, registry=r)

@@ -124,15 +124,35 @@ def layer_forward(x: torch.Tensor, layer: Layer, li: int, spec: ModelSpec, cos, 
     return x + linear(F.silu(gate) * up, layer.wdown)
 
 
+def check_segments(seqs: list[Seq]) -> None:
+    """Each Seq continues its cache exactly where the previous Seq of the same cache (or the cache) ends."""
+    ends: dict[int, int] = {}
+    for seq in seqs:
+        seq.cache.check_room(seq.pos, seq.n, held=ends.get(id(seq.cache)))
+        ends[id(seq.cache)] = seq.pos + seq.n
+
+
+def segments(cache, pos: int, lengths: list[int]) -> list[Seq]:
+    """Consecutive Seqs of one cache from `pos`: one per length (a replay of its original steps)."""
+    out = []
+    for n in lengths:
+        out.append(Seq(cache, pos, n))
+        pos += n
+    return out
+
+
 def positions_of(seqs: list[Seq]) -> torch.Tensor:
     return torch.cat([torch.arange(s.pos, s.pos + s.n) for s in seqs])  # [N]
 
 
 @torch.inference_mode()
 def run_layers(part: Part, x: torch.Tensor, seqs: list[Seq]) -> torch.Tensor:
-    """x: [N, D] hidden states of all sequences' new tokens -> [N, D] after this node's layers."""
-    for seq in seqs:
-        seq.cache.check_room(seq.pos, seq.n)
+    """x: [N, D] hidden states of all sequences' new tokens -> [N, D] after this node's layers.
+
+    A cache may appear in several consecutive Seqs (a session replayed into a restarted node2, one
+    Seq per original step): within each layer they run in order, so each sees the keys the one
+    before it wrote, and every row is computed exactly as the original steps computed it."""
+    check_segments(seqs)
     pos = positions_of(seqs).to(x.device)
     cos, sin = part.cos[pos].unsqueeze(1), part.sin[pos].unsqueeze(1)  # [N, 1, hd]
     for li, layer in enumerate(part.layers):

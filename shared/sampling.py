@@ -2,7 +2,8 @@
 `__post_init__`, with the same limits on both nodes (node1 refuses with a 400 naming the field;
 node2 refuses that one session, never the step it rides in)."""
 import math
-from dataclasses import asdict, dataclass
+import secrets
+from dataclasses import asdict, dataclass, replace
 
 MAX_TEMPERATURE = 2.0  # OpenAI's range
 # Below this a temperature picks the arg-max anyway (a 1e-5 temperature scales a logit gap of 0.01
@@ -39,6 +40,13 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature < GREEDY_BELOW
+
+    def with_fixed_seed(self) -> "SamplingParams":
+        """A sampled request without a seed gets a random one, once, on node1: a session replayed into
+        a restarted node2 then draws the very tokens the lost one would have (greedy needs none)."""
+        if self.greedy or self.seed is not None:
+            return self
+        return replace(self, seed=secrets.randbelow(MAX_SEED + 1))
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplingParams":

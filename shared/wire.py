@@ -52,13 +52,16 @@ def bytes_to_tensors(data: bytes) -> dict[str, torch.Tensor]:
 
 # --- Messages: what node1 and node2 say to each other inside frames -------------------------
 #
-# step   node1 -> node2  header: sessions [{id, step, pos, n}], close [ids], dtype, shape
+# step   node1 -> node2  header: sessions [{id, step, pos, n[, segments]}], close [ids], dtype, shape
+#                        (segments: a replay's original step lengths, summing to n; see segments_of)
 #                        body:   safetensors {"hidden": [N, D]}, metadata {"open": {id: params}}
 # tokens node2 -> node1  header: sessions [{id, step, ok}]
 #                        body:   safetensors {"ids": [B] int64}, metadata {"errors": {id: message}}
 # Session ids are random 128-bit hex; sampling parameters ride in the (sealed) body, not the header.
 
 MAX_SESSIONS_PER_FRAME = 256
+# node2's error for a session it does not hold (it restarted, or the session expired): node1 replays it.
+SESSION_LOST = "unknown or expired session"
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
@@ -93,6 +96,7 @@ def parse_step(header: dict, body: bytes) -> tuple[list[dict], torch.Tensor, dic
             raise WireError("step entry needs id (32 hex), step, pos and n (non-negative integers)")
         if e["n"] == 0:
             raise WireError("step entry with no tokens")
+        _check_segments(e)
     if not all(_is_hex_id(c) for c in close):
         raise WireError("close list holds a malformed session id")
     if not entries:
@@ -109,6 +113,22 @@ def parse_step(header: dict, body: bytes) -> tuple[list[dict], torch.Tensor, dic
     if not isinstance(opens, dict):
         raise WireError("open metadata is not an object")
     return entries, hidden, opens, close
+
+
+def _check_segments(e: dict) -> None:
+    lengths = e.get("segments")
+    if lengths is None:
+        return
+    if not (isinstance(lengths, list) and 0 < len(lengths) <= e["n"] and all(_nonneg_int(x) and x > 0 for x in lengths)
+            and sum(lengths) == e["n"]):
+        raise WireError("segments must be a list of positive integers summing to n")
+    if e["step"] != 0 or e["pos"] != 0:
+        raise WireError("segments replay a session from its start: step 0, position 0")
+
+
+def segments_of(entry: dict) -> list[int]:
+    """The step lengths an entry's tokens were first computed in (a replay), else one step of n."""
+    return entry.get("segments") or [entry["n"]]
 
 
 def step_instance(header: dict) -> str | None:

@@ -85,3 +85,52 @@ def test_node2_frees_a_killed_node1s_sessions_when_the_new_one_speaks(stack):
     while requests.get(stack.url("node2") + "/health", timeout=10).json()["sessions"] != 0:
         assert time.monotonic() < deadline, "node2 still holds a session"
         time.sleep(0.1)
+
+
+def stream_ids(stack, body: dict, on_token=None) -> tuple[list[int], dict]:
+    """POSTs a streaming /generate; -> (token ids, the last event before [DONE])."""
+    import json
+
+    ids, last = [], None
+    with requests.post(stack.url("node1") + "/generate", json={**body, "stream": True}, stream=True, timeout=300) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("token_id") is not None:
+                ids.append(event["token_id"])
+                if on_token:
+                    on_token(len(ids))
+            last = event
+    return ids, last
+
+
+@pytest.mark.parametrize("sampling", [{}, {"temperature": 0.9, "seed": 1234}], ids=["greedy", "seeded"])
+def test_node2_killed_mid_stream_the_stream_goes_on_with_the_same_tokens(stack, smollm, sampling):
+    # Issue 13: kill -9 of node2's worker ended the stream with "node2 unreachable". node1 now waits
+    # for the respawned worker, replays the session into it, and the client sees the tokens of an
+    # uninterrupted run (seeded sampling draws from (seed, position), so replayed draws match too).
+    import psutil
+
+    body = {"messages": MESSAGES, "max_tokens": 48, **sampling}
+    reference, summary = stream_ids(stack, body)
+    assert len(reference) >= 20 and "error" not in summary
+    if not sampling:
+        model, tok, _ = smollm
+        assert reference == hf_greedy(model, chat_ids(tok, MESSAGES), 48)[: len(reference)]
+    killed = []
+
+    def kill_node2_worker(n):
+        if n == 8 and not killed:
+            for worker in psutil.Process(stack.procs["node2"].pid).children():
+                worker.kill()  # gunicorn's master respawns it; the new worker loads for seconds
+                killed.append(worker.pid)
+
+    t0 = time.monotonic()
+    ids, summary = stream_ids(stack, body, on_token=kill_node2_worker)
+    print(f"\nnode2 worker killed after 8 tokens: stream finished in {time.monotonic() - t0:.1f} s, "
+          f"{len(ids)} tokens, summary {summary.get('finish_reason')}")
+    assert killed and ids == reference and "error" not in summary
+    metrics = requests.get(stack.url("node1") + "/metrics", timeout=10).text
+    assert "twintee_session_replays_total 1.0" in metrics or "twintee_session_replays_total 2.0" in metrics

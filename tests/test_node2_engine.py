@@ -5,7 +5,7 @@ from safetensors.torch import load_file
 
 from node2.engine import Engine
 from node2 import engine as engine_module
-from node2.sampling import generator, sample
+from node2.sampling import generator, sample, session_seed
 from shared.config import ModelSettings
 from shared.sampling import SamplingParams
 from shared.spec import ModelSpec
@@ -69,29 +69,43 @@ def test_close_frees_and_limits_hold(engine):
 
 def test_sampling_greedy_seeded_and_top_p():
     logits = torch.tensor([0.0, 3.0, 1.0, 2.9])
-    assert sample(logits, SamplingParams(), None) == 1
+    assert sample(logits, SamplingParams(), 0, 5) == 1
     s = SamplingParams(temperature=1.0, seed=7)
-    draws = [sample(logits, s, generator(s)) for _ in range(5)]
-    assert len(set(draws)) == 1  # same seed, same first draw
+    assert len({sample(logits, s, 7, 5) for _ in range(5)}) == 1  # same seed and position, same draw
     tight = SamplingParams(temperature=1.0, top_p=0.01, seed=3)
-    gen = generator(tight)
-    assert {sample(logits, tight, gen) for _ in range(20)} == {1}
+    assert {sample(logits, tight, 3, pos) for pos in range(20)} == {1}
+
+
+def test_a_seeded_draw_depends_on_seed_and_position_only():
+    # Issue 13: a replayed step must draw what the lost node2 drew at that position, however many
+    # draws came before it; so no stateful generator.
+    logits, s = torch.zeros(1000), SamplingParams(temperature=1.0, seed=11)
+    along = [sample(logits, s, 11, pos) for pos in range(40)]
+    assert [sample(logits, s, 11, pos) for pos in reversed(range(40))] == along[::-1]
+    assert len(set(along)) > 30  # positions give different draws, not one stream restarted
+    assert along != [sample(logits, s, 12, pos) for pos in range(40)]
+    assert generator(11, 3).initial_seed() != generator(3, 11).initial_seed()
+
+
+def test_a_session_without_a_seed_keeps_one_random_seed():
+    assert session_seed(SamplingParams(temperature=1.0, seed=5)) == 5
+    assert session_seed(SamplingParams(temperature=1.0)) != session_seed(SamplingParams(temperature=1.0))
 
 
 @pytest.mark.parametrize("temperature", [1e-320, 5e-324, 1e-6])
 def test_tiny_temperatures_are_greedy_not_an_overflow(temperature):
     # Issue 12: 1e-320 passed the range check and node2's softmax produced nan.
     s = SamplingParams(temperature=temperature, seed=1)
-    assert s.greedy and sample(torch.tensor([0.0, 3.0, 1.0]), s, generator(s)) == 1
+    assert s.greedy and sample(torch.tensor([0.0, 3.0, 1.0]), s, 1, 0) == 1
 
 
 def test_one_sequence_that_cannot_be_sampled_ends_alone(engine, monkeypatch):
     real = engine_module.sample
 
-    def poisoned(logits, s, gen):  # what a sampler bug or non-finite logits would raise
+    def poisoned(logits, s, seed, position):  # what a sampler bug or non-finite logits would raise
         if s.seed == 13:
             raise RuntimeError("invalid multinomial distribution")
-        return real(logits, s, gen)
+        return real(logits, s, seed, position)
 
     monkeypatch.setattr(engine_module, "sample", poisoned)
     opens = {A: {"capacity": 4, "temperature": 1.0, "seed": 13}, B: {"capacity": 4}}
@@ -126,3 +140,28 @@ def test_a_new_node1_process_frees_the_previous_ones_sessions_at_once(engine):
     assert set(engine.sessions) == {B} and engine.sessions[B].owner == second
     engine.step([], torch.empty(0), {}, [], instance=second)  # the same process again frees nothing
     assert set(engine.sessions) == {B}
+
+
+@pytest.mark.parametrize("sampling", [{}, {"temperature": 1.0, "seed": 9}], ids=["greedy", "seeded"])
+def test_a_replay_in_its_original_segments_rebuilds_the_session_exactly(engine, sampling):
+    # Issue 13: node1 replays a session into a restarted node2 as one frame whose segments are the
+    # session's original steps (prefill, then one token each): the cache and the next draw must be
+    # bit-identical to the lost session's, positions included (Petals shipped bugs there).
+    rows = torch.randn(8, 64)
+    opens = {A: {"capacity": 10, **sampling}}
+    engine.step([{"id": A, "step": 0, "pos": 0, "n": 5}], rows[:5], opens, [])
+    for i, pos in enumerate(range(5, 8), start=1):
+        _, (lost_token,), errors = engine.step([{"id": A, "step": i, "pos": pos, "n": 1}], rows[pos : pos + 1], {}, [])
+        assert errors == {}
+    original = engine.sessions.pop(A)
+    _, ids, errors = engine.step([{"id": B, "step": 0, "pos": 0, "n": 8, "segments": [5, 1, 1, 1]}], rows,
+                                 {B: {"capacity": 10, **sampling}}, [])
+    replayed = engine.sessions[B]
+    assert errors == {} and ids == [lost_token] and replayed.cache.length == 8 and replayed.next_step == 1
+    assert torch.equal(replayed.cache.k[:, :, :8], original.cache.k[:, :, :8])
+    assert torch.equal(replayed.cache.v[:, :, :8], original.cache.v[:, :, :8])
+    # The next step continues at position 8 and draws what the original session would have.
+    engine.sessions[A] = original
+    _, (a_tok, b_tok), _ = engine.step([{"id": A, "step": 4, "pos": 8, "n": 1}, {"id": B, "step": 1, "pos": 8, "n": 1}],
+                                       torch.cat([rows[7:8], rows[7:8]]), {}, [])
+    assert a_tok == b_tok

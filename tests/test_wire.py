@@ -45,6 +45,23 @@ def test_bad_step_entries_are_refused(entry):
         wire.parse_step({**header, "sessions": [entry]}, body)
 
 
+def test_a_replay_entry_carries_its_original_steps():
+    entry = {"id": SID, "step": 0, "pos": 0, "n": 4, "segments": [2, 1, 1]}
+    header, body = wire.step_message([entry], torch.randn(4, 4), {}, [])
+    (parsed,), *_ = wire.parse_step(header, body)
+    assert wire.segments_of(parsed) == [2, 1, 1] and wire.segments_of({"n": 3}) == [3]
+
+
+@pytest.mark.parametrize("segments, step, pos", [([2, 1], 0, 0), ([2, 2, 0], 0, 0), ([4, -0.5, 0.5], 0, 0),
+                                                 ([1, 1, 1, True], 0, 0), ("4", 0, 0), ([], 0, 0),
+                                                 ([2, 2], 1, 0), ([2, 2], 0, 3), ([1] * 5, 0, 0)])
+def test_segments_that_do_not_replay_a_session_from_its_start_are_refused(segments, step, pos):
+    entry = {"id": SID, "step": step, "pos": pos, "n": 4, "segments": segments}
+    header, body = wire.step_message([entry], torch.randn(4, 4), {}, [])
+    with pytest.raises(wire.WireError, match="segments"):
+        wire.parse_step(header, body)
+
+
 def test_tensor_payload_is_never_unpickled():
     with pytest.raises(wire.WireError):
         wire.bytes_to_tensors(b"\x80\x04\x95pickle")
