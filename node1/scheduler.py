@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from shared import model, wire
+from shared import memory, model, wire
 from shared.config import ModelSettings
 from shared.kv import SessionCache
 
@@ -146,6 +146,7 @@ class Scheduler:
             if not self.active:
                 if self.closing:
                     self._send_closes()
+                    memory.trim()  # the last session left: its caches go back to the OS
                 self.wake.wait(timeout=1.0)
                 self.wake.clear()
                 continue

@@ -6,9 +6,11 @@ from attestation.hardening import harden_process
 from node1.app import create_app
 from node1.config import Node1Config
 from shared.config import config_or_exit
+from shared.memory import return_freed_memory
 
 
 def app_from_env():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     harden_process()  # before any key, weight or prompt is in this process's memory
+    return_freed_memory()  # before request threads allocate
     return create_app(config_or_exit(Node1Config.from_env, os.environ))

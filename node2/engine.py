@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from node2.sampling import sample, session_seed
-from shared import model, wire
+from shared import memory, model, wire
 from shared.config import ModelSettings
 from shared.kv import CacheOverflow, SessionCache
 from shared.sampling import SamplingError, SamplingParams
@@ -51,10 +51,13 @@ class Engine:
         `observe(seconds)` receives the step's compute time, without the wait for another channel's step.
         """
         with self.lock:
+            had = bool(self.sessions)
             self._adopt(instance)
             for sid in close:
                 self.sessions.pop(sid, None)
             self._expire_idle()
+            if had and not self.sessions:
+                memory.trim()  # the last session left: its cache and activations go back to the OS
             live, errors, row, rows = [], {}, 0, []
             for e in entries:
                 try:

@@ -1,5 +1,4 @@
 """Loads one node's part of the model from the release directory, and nothing of the other node's."""
-import ctypes
 import hashlib
 import json
 import os
@@ -12,6 +11,7 @@ from safetensors.torch import load as st_load
 
 from attestation.manifest import ManifestError, load_manifest, read_public_key
 from shared.config import ModelSettings
+from shared.memory import trim
 from shared.model import Part
 from shared.spec import ModelSpec
 from shared.weights import build_part
@@ -94,21 +94,9 @@ def load_part(release: Release, role: str, settings: ModelSettings, open_shard=N
                       settings.device)
     if settings.device != "cpu":
         part = _to_device(part, settings.device)
-    release_freed_memory()
+    trim()  # the decrypted shard's and the unfused tensors' pages: hundreds of MB never needed again
     return part, {"load_s": round(time.perf_counter() - t0, 3), "weight_bytes": part.weight_bytes(),
                   "rss_added_bytes": rss_bytes() - rss0}
-
-
-def release_freed_memory() -> None:
-    """Hands the decrypted shard's and the unfused tensors' freed pages back to the OS.
-
-    glibc keeps freed heap memory for reuse; after loading that is hundreds of MB the node never
-    needs again, so without this its RSS would report far more than its weights.
-    """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
 
 
 def rss_bytes() -> int:
