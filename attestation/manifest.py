@@ -181,9 +181,9 @@ def read_public_key(path: Path) -> bytes:
     if len(data) == 32:
         return data
     try:
-        raw = bytes.fromhex(data.decode().strip())
-    except (UnicodeDecodeError, ValueError):
-        raw = b""
-    if len(raw) != 32:
+        raw = hex_field(data.decode().strip(), 32)
+    except UnicodeDecodeError:
+        raw = None
+    if raw is None:
         raise ValueError(f"{path} does not hold a 32-byte Ed25519 public key")
     return raw

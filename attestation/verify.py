@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from attestation.binding import NONCE_BYTES
 from attestation.errors import AttestationError, EvidenceError, ProviderError
-from attestation.canonical import canonical_json
-from attestation.evidence import body_of, hardware_report_data, hex_bytes, validate
+from attestation.canonical import canonical_json, hex_field
+from attestation.evidence import REPORT_DATA_BYTES, body_of, hardware_report_data, hex_bytes, validate
 from attestation.measure import combine, differing_components
 from attestation.policy import Policy
 from attestation.providers.dstack import event_log_matches, parse_event_log
@@ -57,7 +57,8 @@ class Verifier:
         age = now - evidence["issued_at"]
         checks.append(self._freshness(age))
         checks.append(_c("debug", not evidence["debug"], "debug build" if evidence["debug"] else "not a debug build"))
-        match = hmac.compare_digest(bytes.fromhex(evidence["report_data"]), bytes(expected_report_data))
+        match = hmac.compare_digest(hex_bytes(evidence["report_data"], REPORT_DATA_BYTES, "report_data"),
+                                    bytes(expected_report_data))
         checks.append(_c("report_data", match, "bound to this key and nonce" if match else "not bound to this key and nonce"))
         return _verdict(evidence, checks, age, platform)
 
@@ -72,7 +73,7 @@ class Verifier:
 
     def _simulated_signature(self, ev: dict) -> dict:
         try:
-            root = bytes.fromhex(self.policy.simulated_root_public_key)
+            root = hex_field(self.policy.simulated_root_public_key, 32) or b""  # "": no simulated root blessed
             platform = verify_certificate(ev["platform_certificate"], root)
             signature = hex_bytes(ev["signature"], 64, "signature")
             Ed25519PublicKey.from_public_bytes(platform).verify(signature, canonical_json(body_of(ev)))

@@ -5,6 +5,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from attestation.canonical import hex_field
 from attestation.manifest import key_id as _check_fields
 
 MASTER_KEY_BYTES = 32
@@ -41,10 +42,10 @@ def _parse(data: bytes, source: str) -> MasterKey:
     if len(data) == MASTER_KEY_BYTES:
         return MasterKey(data)
     try:
-        raw = bytes.fromhex(data.decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
-        raw = b""
-    if len(raw) != MASTER_KEY_BYTES:
+        raw = hex_field(data.decode("ascii").strip(), MASTER_KEY_BYTES)
+    except UnicodeDecodeError:
+        raw = None
+    if raw is None:
         raise KmsError(f"{source} must hold {MASTER_KEY_BYTES} raw bytes or "
                        f"{2 * MASTER_KEY_BYTES} hex digits")
     return MasterKey(raw)

@@ -4,7 +4,7 @@ import logging
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from attestation.canonical import JsonError, read_json_request
+from attestation.canonical import JsonError, hex_field, read_json_request
 
 log = logging.getLogger("twintee.http")
 
@@ -44,12 +44,11 @@ CHALLENGE_BYTES = (16, 64)  # a challenger's nonce for /attestation, both nodes 
 
 def challenge_nonce(value: str) -> bytes:
     """The `nonce` query parameter of GET /attestation: 16 to 64 bytes of hex, else a 400."""
-    try:
-        nonce = bytes.fromhex(value)
-    except ValueError:
-        raise ApiError(400, "nonce must be hex") from None
-    if not CHALLENGE_BYTES[0] <= len(nonce) <= CHALLENGE_BYTES[1]:
-        raise ApiError(400, f"nonce must be {CHALLENGE_BYTES[0]} to {CHALLENGE_BYTES[1]} bytes of hex")
+    nonce = hex_field(value, CHALLENGE_BYTES)
+    if nonce is None:
+        hex_of_wrong_size = hex_field(value) is not None
+        raise ApiError(400, f"nonce must be {CHALLENGE_BYTES[0]} to {CHALLENGE_BYTES[1]} bytes of hex"
+                       if hex_of_wrong_size else "nonce must be hex")
     return nonce
 
 

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import (
     Encoding, NoEncryption, PrivateFormat, PublicFormat, load_pem_private_key)
 
 from attestation.errors import ProviderError
-from attestation.canonical import canonical_json
+from attestation.canonical import canonical_json, hex_field
 from attestation.evidence import make_body
 
 ROOT_KEY = "vendor-root.key"
@@ -56,10 +56,13 @@ def certify(root: Ed25519PrivateKey, platform_public: bytes, issued_at: float) -
 def verify_certificate(cert, root_public: bytes) -> bytes:
     """-> the certified platform public key, or ProviderError if the chain to `root_public` breaks."""
     try:
-        body = cert["body"]
-        Ed25519PublicKey.from_public_bytes(root_public).verify(bytes.fromhex(cert["signature"]), canonical_json(body))
-        platform = bytes.fromhex(body["platform_public_key"])
-        Ed25519PublicKey.from_public_bytes(platform)  # rejects a wrong length
+        body, signature = cert["body"], hex_field(cert["signature"], 64)
+        if signature is None:
+            raise InvalidSignature
+        Ed25519PublicKey.from_public_bytes(root_public).verify(signature, canonical_json(body))
+        platform = hex_field(body["platform_public_key"], 32)
+        if platform is None:
+            raise ValueError
     except (KeyError, TypeError, ValueError, InvalidSignature):
         raise ProviderError("platform certificate is not signed by the pinned simulated root") from None
     return platform
