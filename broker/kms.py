@@ -6,6 +6,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from attestation.canonical import hex_field
+from attestation.files import write_private_file
 from attestation.manifest import key_id as _check_fields
 
 MASTER_KEY_BYTES = 32
@@ -66,11 +67,7 @@ def load_master_key(*, path: Path | None = None, hex_value: str | None = None) -
 
 def create_master_key(path: Path) -> None:
     """Write 32 fresh random bytes to a new file readable only by its owner (0600)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(os.urandom(MASTER_KEY_BYTES))
-        f.flush()
-        os.fsync(f.fileno())
+    write_private_file(path, os.urandom(MASTER_KEY_BYTES))
 
 
 def _length_prefixed(*parts: bytes) -> bytes:
