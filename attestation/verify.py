@@ -1,15 +1,11 @@
-"""The verifier (RATS): appraises evidence against the signed policy, and issues single-use nonces."""
+"""The verifier (RATS): appraises evidence against the signed policy (nonces: attestation/nonces.py)."""
 import hmac
-import secrets
-import threading
 import time
-from collections import OrderedDict
 from typing import Callable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from attestation.binding import NONCE_BYTES
 from attestation.errors import AttestationError, EvidenceError, ProviderError
 from attestation.canonical import canonical_json, hex_field
 from attestation.evidence import REPORT_DATA_BYTES, body_of, hardware_report_data, hex_bytes, validate
@@ -166,41 +162,3 @@ def _verdict(ev: dict, checks: list, age: float | None, platform: dict | None) -
     if platform is not None:
         verdict["platform"] = platform
     return verdict
-
-
-class NonceBook:
-    """Single-use challenge nonces with a TTL; bounded so a flood of challenges cannot grow memory."""
-
-    def __init__(self, *, ttl_s: float = 60.0, max_outstanding: int = 10_000, clock=time.monotonic):
-        self._ttl = ttl_s
-        self._max = max_outstanding
-        self._clock = clock
-        self._issued: OrderedDict[bytes, float] = OrderedDict()  # nonce -> expiry, oldest first
-        self._lock = threading.Lock()
-
-    def issue(self) -> bytes:
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        with self._lock:
-            self._drop_expired()
-            while len(self._issued) >= self._max:
-                self._issued.popitem(last=False)  # the oldest challenge is the one least likely to be answered
-            self._issued[nonce] = self._clock() + self._ttl
-        return nonce
-
-    def consume(self, nonce: bytes) -> None:
-        """Accepts a nonce once, within its TTL; raises AttestationError("nonce", ...) otherwise."""
-        with self._lock:
-            expiry = self._issued.pop(bytes(nonce), None) if isinstance(nonce, (bytes, bytearray)) else None
-        if expiry is None:
-            raise AttestationError("nonce", "unknown or already used nonce")
-        if self._clock() > expiry:
-            raise AttestationError("nonce", "nonce expired")
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._issued)
-
-    def _drop_expired(self) -> None:
-        now = self._clock()
-        while self._issued and next(iter(self._issued.values())) < now:
-            self._issued.popitem(last=False)

@@ -11,11 +11,11 @@ from werkzeug.exceptions import HTTPException
 from broker.audit import AuditError, AuditLog
 from broker.config import BrokerConfig
 from broker.kms import MasterKey, load_master_key
-from broker.nonces import NonceStore, NonceStoreFull
 from broker.key_release import Appraise, KeyRelease, Refusal
 from attestation.canonical import JsonError, read_json_request
 from attestation.hardening import process_hardening
 from attestation.manifest import manifest_path, read_public_key
+from attestation.nonces import NonceStore, NonceStoreFull
 
 
 def _error(status: int, message: str):

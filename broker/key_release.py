@@ -11,11 +11,11 @@ from attestation.canonical import hex_field
 from attestation.binding import KEY_REQUEST, NONCE_BYTES, report_data
 from broker.audit import AuditLog
 from broker.kms import MasterKey, derive_shard_key
-from broker.nonces import NonceError, NonceStore
 from attestation.key_wrap import wrap_key
 from attestation.errors import AttestationError
 from attestation.evidence import NODE_ROLES
 from attestation.manifest import ManifestError, key_id, load_manifest
+from attestation.nonces import NonceError, NonceStore
 
 X25519_KEY_BYTES = 32
 
@@ -100,7 +100,7 @@ class KeyRelease:
         try:
             self._nonces.consume(req.nonce)
         except NonceError as e:
-            raise Refusal(403, "nonce", f"nonce refused: {e}") from None
+            raise Refusal(403, "nonce", f"nonce refused: {e.detail}") from None
 
     def _attest(self, req: KeyRequest) -> dict:
         """Appraise the evidence for the requested role, bound to this key and this nonce."""
