@@ -7,7 +7,8 @@ import os
 
 from attestation.hardening import harden_process
 from broker.app import create_app
-from broker.config import BrokerConfig, ConfigError
+from broker.config import BrokerConfig
+from attestation.service import ConfigError
 from attestation.policy import load_policy
 from attestation.release_dir import release_public_key
 from attestation.verify import Verifier

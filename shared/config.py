@@ -10,6 +10,7 @@ from typing import Mapping
 
 import torch
 
+from attestation.service import ConfigError
 from shared.cpu import ISAS, CpuFeatures, UnsupportedCpu, library_caps, read_cpu
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -17,10 +18,6 @@ TEE_KINDS = ("simulated", "tdx", "sev-snp", "dstack")
 PREFILL_TOKENS = 64  # steps with at least this many tokens are compute-bound enough to use more threads
 # Threads of each node's one gunicorn worker (launcher/stack.py): node1 holds one per streaming generation.
 GUNICORN_THREADS = 48
-
-
-class ConfigError(ValueError):
-    """A setting is missing or out of range; the message names the variable."""
 
 
 def env_str(env: Mapping[str, str], name: str, default: str) -> str:
