@@ -1,5 +1,6 @@
 """What every TwinTEE HTTP service shares (node1, node2, the broker): one JSON error shape for every
-failure, one ConfigError for every process's settings, and request counting with GET /metrics.
+failure, one ConfigError for every process's settings (and one way an entry point refuses to start
+over it), and request counting with GET /metrics.
 
 Why here and not in a new top-level package: the broker may import only broker/ and attestation/
 (tests/test_layout.py), every role's measurement and image already cover attestation/, and the JSON
@@ -7,6 +8,8 @@ request reader these handlers answer for lives beside them (attestation.canonica
 own would add a folder to every measurement, Dockerfile and layout rule for some sixty lines.
 """
 import logging
+import sys
+from typing import Mapping
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -21,6 +24,16 @@ HTTP_ERROR_NAMES = {400: "malformed request", 413: "request body too large"}
 
 class ConfigError(ValueError):
     """A setting is missing or out of range; the message names the variable."""
+
+
+def config_or_exit(read, env: Mapping[str, str]):
+    """An entry point's config, or one line naming the setting at fault and exit status 4, which
+    gunicorn reports as "App failed to load" without a stack trace (and does not respawn)."""
+    try:
+        return read(env)
+    except ConfigError as exc:
+        print(f"twintee: refusing to start: {exc}", file=sys.stderr, flush=True)
+        sys.exit(4)
 
 
 class ApiError(Exception):

@@ -5,7 +5,7 @@ import os
 from attestation.hardening import harden_process
 from node1.app import create_app
 from node1.config import Node1Config
-from shared.config import config_or_exit
+from attestation.service import config_or_exit
 
 
 def app_from_env():

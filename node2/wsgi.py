@@ -5,7 +5,7 @@ import os
 from attestation.hardening import harden_process
 from node2.app import create_app
 from node2.config import Node2Config
-from shared.config import config_or_exit
+from attestation.service import config_or_exit
 
 
 def app_from_env():

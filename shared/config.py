@@ -3,7 +3,6 @@
 Only entry points pass `os.environ` in; every other module receives a frozen, validated config.
 """
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -143,13 +142,3 @@ class TeeSettings:
             rekey_frames=env_int(env, "TWINTEE_REKEY_FRAMES", 100_000),
             rekey_seconds=env_float(env, "TWINTEE_REKEY_SECONDS", 3600.0),
         )
-
-
-def config_or_exit(read, env: Mapping[str, str]):
-    """An entry point's config, or one line naming the setting at fault and exit status 4, which
-    gunicorn reports as "App failed to load" without a stack trace (and does not respawn)."""
-    try:
-        return read(env)
-    except ConfigError as exc:
-        print(f"twintee: refusing to start: {exc}", file=sys.stderr, flush=True)
-        sys.exit(4)

@@ -435,3 +435,16 @@ def test_a_thousand_junk_key_requests_add_no_audit_line_but_relayed_evidence_doe
     resp, _ = ask(client, purpose=CLIENT_ATTESTATION)
     assert_refused(config, resp, 403, "report_data")
     assert audit_lines(config) == lines + 1 and verify_chain(config.audit_log)[0]
+
+
+def test_a_broker_without_a_policy_refuses_to_start_with_one_line(capsys):
+    # The nodes' way (attestation.service.config_or_exit): exit status 4, no stack trace.
+    from attestation.service import config_or_exit
+    from broker.wsgi import _read_config
+    env = {"TWINTEE_BROKER_AUDIT_LOG": "a.jsonl", "TWINTEE_BROKER_DATA_DIR": "data",
+           "TWINTEE_BROKER_RELEASE_PUBLIC_KEY": "owner.pub", "TWINTEE_BROKER_MASTER_KEY": "ab" * 32}
+    with pytest.raises(SystemExit) as exited:
+        config_or_exit(_read_config, env)
+    err = capsys.readouterr().err
+    assert exited.value.code == 4 and err.count("\n") == 1 and "TWINTEE_BROKER_POLICY is not set" in err
+    assert config_or_exit(_read_config, {**env, "TWINTEE_BROKER_POLICY": "p.json"}).policy_path.name == "p.json"
