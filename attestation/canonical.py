@@ -52,14 +52,28 @@ def parse_json(raw: bytes):
     return value
 
 
-def hex_field(value, size: int) -> bytes | None:
-    """A field that must be exactly `size` bytes as hex; None for anything else (wrong type, not hex,
-    wrong length), so each caller raises its own named error."""
+def hex_field(value, size: int | tuple[int, int] | None = None, *, lowercase: bool = False) -> bytes | None:
+    """The one parser for "N bytes of hex" from outside (requests, evidence, policies, key files).
+
+    -> the bytes if `value` is a string of hex digits only (no spaces, signs or prefix) of exactly
+    `size` bytes, of (min, max) bytes inclusive, or of any length when `size` is None; None for
+    anything else, so each caller raises its own named error. The length is checked before any
+    decoding, so an absurdly long value costs nothing. `lowercase` demands the one spelling that a
+    canonical transcript needs (the handshake hashes the hex as sent).
+    """
+    if not isinstance(value, str):
+        return None
+    low, high = (size, size) if isinstance(size, int) else (size or (0, None))
+    if len(value) % 2 or len(value) < 2 * low or (high is not None and len(value) > 2 * high):
+        return None
+    if lowercase and value != value.lower():
+        return None
     try:
-        raw = bytes.fromhex(value) if isinstance(value, str) else b""
+        raw = bytes.fromhex(value)
     except ValueError:
         return None
-    return raw if len(raw) == size else None
+    # fromhex skips whitespace: a shorter result means the value held some.
+    return raw if 2 * len(raw) == len(value) else None
 
 
 def _check(value, depth: int) -> None:

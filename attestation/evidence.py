@@ -2,6 +2,7 @@
 import hashlib
 import math
 
+from attestation.canonical import hex_field
 from attestation.errors import EvidenceError
 
 # An envelope is a JSON-serialisable dict:
@@ -51,7 +52,8 @@ def hardware_report_data(report_data: bytes, role: str, measurement: str) -> byt
     Without it a quote from the right image could be relabelled as another role or measurement.
     """
     h = hashlib.sha512(HARDWARE_BINDING_TAG)
-    for part in (role.encode(), bytes.fromhex(measurement), report_data):
+    # `measurement` comes from evidence that validate() passed, or from our own measure_node.
+    for part in (role.encode(), hex_bytes(measurement, 32, "measurement"), report_data):
         h.update(len(part).to_bytes(4, "big"))
         h.update(part)
     return h.digest()
@@ -61,10 +63,9 @@ def hex_bytes(value, nbytes: int | None, name: str, max_hex: int = MAX_QUOTE_HEX
     """Decodes a hex field from outside, or raises EvidenceError naming it."""
     if not isinstance(value, str) or len(value) > max_hex:
         raise EvidenceError(f"{name} must be a hex string")
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raise EvidenceError(f"{name} is not valid hex") from None
+    raw = hex_field(value)
+    if raw is None:
+        raise EvidenceError(f"{name} is not valid hex")
     if nbytes is not None and len(raw) != nbytes:
         raise EvidenceError(f"{name} must be {nbytes} bytes, got {len(raw)}")
     return raw

@@ -3,6 +3,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 
+from attestation.canonical import hex_field
+
 SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_256_GCM)
 SUITE_NAME = "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/AES-256-GCM"
 ENC_BYTES = KEM.X25519.enc_length()
@@ -35,11 +37,9 @@ def unwrap_key(wrapped: dict, recipient_private_key: X25519PrivateKey, *, model_
     """Open a wrap_key result with the recipient's private key; raises WrapError."""
     if not isinstance(wrapped, dict) or wrapped.get("suite") != SUITE_NAME:
         raise WrapError(f"wrapped key must be a {SUITE_NAME} object")
-    try:
-        enc = bytes.fromhex(wrapped["enc"])
-        ciphertext = bytes.fromhex(wrapped["ciphertext"])
-    except (KeyError, TypeError, ValueError):
-        raise WrapError("wrapped key needs hex 'enc' and 'ciphertext'") from None
+    enc, ciphertext = hex_field(wrapped.get("enc")), hex_field(wrapped.get("ciphertext"))
+    if enc is None or ciphertext is None:
+        raise WrapError("wrapped key needs hex 'enc' and 'ciphertext'")
     if len(enc) != ENC_BYTES:
         raise WrapError(f"enc must be {ENC_BYTES} bytes")
     try:

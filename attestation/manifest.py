@@ -7,9 +7,7 @@ signed object. Loaders pin the owner's public key; the key inside the document i
 lets "wrong owner key" be told apart from "bad signature".
 """
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -17,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from attestation.canonical import canonical_json, hex_field
 from attestation.evidence import NODE_ROLES
+from attestation.files import write_atomic
 
 SIGNING_TAG = b"twintee/manifest/v1\n"
 MAX_MANIFEST_BYTES = 1 << 20
@@ -114,19 +113,8 @@ def sign_manifest(body: dict, owner_private_key: Ed25519PrivateKey) -> dict:
 
 
 def write_manifest(path: Path, doc: dict) -> None:
-    """Store doc as canonical JSON via a temp file + rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(canonical_json(doc))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Store doc as canonical JSON, atomically (attestation.files): readers never see half a file."""
+    write_atomic(path, canonical_json(doc))
 
 
 def _read_document(path: Path) -> dict:
@@ -181,9 +169,9 @@ def read_public_key(path: Path) -> bytes:
     if len(data) == 32:
         return data
     try:
-        raw = bytes.fromhex(data.decode().strip())
-    except (UnicodeDecodeError, ValueError):
-        raw = b""
-    if len(raw) != 32:
+        raw = hex_field(data.decode().strip(), 32)
+    except UnicodeDecodeError:
+        raw = None
+    if raw is None:
         raise ValueError(f"{path} does not hold a 32-byte Ed25519 public key")
     return raw

@@ -3,7 +3,7 @@ import hashlib
 from pathlib import Path
 
 from attestation.errors import MeasureError
-from attestation.canonical import canonical_json
+from attestation.canonical import canonical_json, hex_field
 from attestation.evidence import COMPONENTS, ROLES
 
 MEASUREMENT_TAG = b"twintee/measurement/v1"
@@ -64,11 +64,8 @@ def measure_node(project_root: Path, role: str, manifest_sha256: str, security_c
     """-> {"role", "measurement", "components": {"code", "manifest", "config"}} for one role."""
     if role not in ROLES:
         raise MeasureError(f"unknown role {role!r}")
-    try:
-        if len(bytes.fromhex(manifest_sha256)) != 32:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise MeasureError("manifest_sha256 must be 64 hex characters") from None
+    if hex_field(manifest_sha256, 32) is None:
+        raise MeasureError("manifest_sha256 must be 64 hex characters")
     components = {
         "code": code_digest(project_root, role),
         "manifest": manifest_sha256.lower(),

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from attestation.errors import PolicyError
-from attestation.canonical import canonical_json
+from attestation.canonical import canonical_json, hex_field
 from attestation.evidence import COMPONENTS, ROLES, TEE_TYPES
 
 POLICY_VERSION = 1
@@ -70,10 +70,7 @@ class Policy:
 
 
 def _is_hex(value, nbytes: int) -> bool:
-    try:
-        return isinstance(value, str) and len(bytes.fromhex(value)) == nbytes
-    except ValueError:
-        return False
+    return hex_field(value, nbytes) is not None
 
 
 def _check_shape(p: Policy) -> None:
@@ -123,7 +120,9 @@ def load_policy(path_or_dict, release_public_key: bytes) -> Policy:
     if not isinstance(signed, dict) or not isinstance(signed.get("body"), dict):
         raise PolicyError("a signed policy is an object with a 'body' object")
     try:
-        signature = bytes.fromhex(signed.get("signature", ""))
+        signature = hex_field(signed.get("signature"), 64)
+        if signature is None:
+            raise InvalidSignature
         Ed25519PublicKey.from_public_bytes(release_public_key).verify(signature, canonical_json(signed["body"]))
     except (ValueError, TypeError, InvalidSignature):
         raise PolicyError("policy signature does not verify against the pinned release key") from None

@@ -1,18 +1,14 @@
-"""The verifier (RATS): appraises evidence against the signed policy, and issues single-use nonces."""
+"""The verifier (RATS): appraises evidence against the signed policy (nonces: attestation/nonces.py)."""
 import hmac
-import secrets
-import threading
 import time
-from collections import OrderedDict
 from typing import Callable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from attestation.binding import NONCE_BYTES
 from attestation.errors import AttestationError, EvidenceError, ProviderError
-from attestation.canonical import canonical_json
-from attestation.evidence import body_of, hardware_report_data, hex_bytes, validate
+from attestation.canonical import canonical_json, hex_field
+from attestation.evidence import REPORT_DATA_BYTES, body_of, hardware_report_data, hex_bytes, validate
 from attestation.measure import combine, differing_components
 from attestation.policy import Policy
 from attestation.providers.dstack import event_log_matches, parse_event_log
@@ -57,7 +53,8 @@ class Verifier:
         age = now - evidence["issued_at"]
         checks.append(self._freshness(age))
         checks.append(_c("debug", not evidence["debug"], "debug build" if evidence["debug"] else "not a debug build"))
-        match = hmac.compare_digest(bytes.fromhex(evidence["report_data"]), bytes(expected_report_data))
+        match = hmac.compare_digest(hex_bytes(evidence["report_data"], REPORT_DATA_BYTES, "report_data"),
+                                    bytes(expected_report_data))
         checks.append(_c("report_data", match, "bound to this key and nonce" if match else "not bound to this key and nonce"))
         return _verdict(evidence, checks, age, platform)
 
@@ -72,7 +69,7 @@ class Verifier:
 
     def _simulated_signature(self, ev: dict) -> dict:
         try:
-            root = bytes.fromhex(self.policy.simulated_root_public_key)
+            root = hex_field(self.policy.simulated_root_public_key, 32) or b""  # "": no simulated root blessed
             platform = verify_certificate(ev["platform_certificate"], root)
             signature = hex_bytes(ev["signature"], 64, "signature")
             Ed25519PublicKey.from_public_bytes(platform).verify(signature, canonical_json(body_of(ev)))
@@ -165,41 +162,3 @@ def _verdict(ev: dict, checks: list, age: float | None, platform: dict | None) -
     if platform is not None:
         verdict["platform"] = platform
     return verdict
-
-
-class NonceBook:
-    """Single-use challenge nonces with a TTL; bounded so a flood of challenges cannot grow memory."""
-
-    def __init__(self, *, ttl_s: float = 60.0, max_outstanding: int = 10_000, clock=time.monotonic):
-        self._ttl = ttl_s
-        self._max = max_outstanding
-        self._clock = clock
-        self._issued: OrderedDict[bytes, float] = OrderedDict()  # nonce -> expiry, oldest first
-        self._lock = threading.Lock()
-
-    def issue(self) -> bytes:
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        with self._lock:
-            self._drop_expired()
-            while len(self._issued) >= self._max:
-                self._issued.popitem(last=False)  # the oldest challenge is the one least likely to be answered
-            self._issued[nonce] = self._clock() + self._ttl
-        return nonce
-
-    def consume(self, nonce: bytes) -> None:
-        """Accepts a nonce once, within its TTL; raises AttestationError("nonce", ...) otherwise."""
-        with self._lock:
-            expiry = self._issued.pop(bytes(nonce), None) if isinstance(nonce, (bytes, bytearray)) else None
-        if expiry is None:
-            raise AttestationError("nonce", "unknown or already used nonce")
-        if self._clock() > expiry:
-            raise AttestationError("nonce", "nonce expired")
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._issued)
-
-    def _drop_expired(self) -> None:
-        now = self._clock()
-        while self._issued and next(iter(self._issued.values())) < now:
-            self._issued.popitem(last=False)

@@ -4,11 +4,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from attestation.service import ConfigError
+
 PREFIX = "TWINTEE_BROKER_"
-
-
-class ConfigError(ValueError):
-    """The broker's configuration is missing a value or holds an invalid one."""
 
 
 @dataclass(frozen=True)

@@ -1,33 +1,44 @@
 """The key-release decision: nonce, attestation for the requested role, version policy, then wrap.
 
-Every decision, release or refusal, is appended to the audit log before the answer leaves; if the
-log cannot be written, no key is released.
+Every release, and every refusal of evidence that verified (a relayed or stale binding, a wrong
+measurement, a rollback), is appended to the audit log before the answer leaves; if the log cannot
+be written, no key is released. Junk is not: a request refused before any evidence verified (not a
+key request, no valid nonce, evidence that is malformed or not signed by a platform the policy
+trusts) could come from anyone, so it is counted (`count_junk`, a Prometheus counter) rather than
+costing an fsynced line each (issue 12).
 """
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from attestation.canonical import hex_field
 from attestation.binding import KEY_REQUEST, NONCE_BYTES, report_data
-from broker.audit import AuditLog
+from attestation.service import ApiError
+from broker.audit import AuditError, AuditLog
 from broker.kms import MasterKey, derive_shard_key
-from broker.nonces import NonceError, NonceStore
 from attestation.key_wrap import wrap_key
 from attestation.errors import AttestationError
 from attestation.evidence import NODE_ROLES
 from attestation.manifest import ManifestError, key_id, load_manifest
+from attestation.nonces import NonceError, NonceStore
 
 X25519_KEY_BYTES = 32
+# Checks that fail before any evidence verified (the verifier's shape, tee_type and signature come
+# before its role, measurement, freshness, debug and report_data checks, which judge genuine evidence).
+UNAUTHENTICATED_CHECKS = frozenset({"json", "request", "nonce", "shape", "tee_type", "signature"})
+
+log = logging.getLogger("twintee.broker")
 
 Appraise = Callable[[dict, str, bytes], dict]
 
 
-class Refusal(Exception):
+class Refusal(ApiError):
     """A key request is refused: `status` is the HTTP code, `check` the check that failed."""
 
     def __init__(self, status: int, check: str, message: str):
-        super().__init__(message)
-        self.status, self.check, self.message = status, check, message
+        super().__init__(status, message)
+        self.check = check
 
 
 @dataclass(frozen=True)
@@ -73,13 +84,14 @@ def _untrusted_what(payload) -> dict:
 class KeyRelease:
     def __init__(self, *, master: MasterKey, owner_public_key: bytes, manifest_file: Path,
                  nonces: NonceStore, appraise: Appraise, min_version_for: Callable[[str], int],
-                 audit: AuditLog):
+                 audit: AuditLog, count_junk: Callable[[str], None] = lambda check: None):
         self._master, self._owner_key, self._manifest_file = master, owner_public_key, manifest_file
         self._nonces, self._appraise, self._min_version_for = nonces, appraise, min_version_for
-        self._audit = audit
+        self._audit, self._count_junk = audit, count_junk
 
     def handle(self, payload, peer: str | None) -> dict:
-        """Decide on one POST /key body; returns the answer or raises Refusal (audited either way)."""
+        """Decide on one POST /key body; returns the answer or raises Refusal (audited, or counted
+        as junk), or ApiError 503 when the audit log cannot be written."""
         who = {"role": None, "peer": peer, "measurement": None}
         what = _untrusted_what(payload)
         try:
@@ -90,17 +102,33 @@ class KeyRelease:
             what["key_id"] = self._check_version(req)
             answer = self._wrap(req, what["key_id"])
         except Refusal as r:
-            self._audit.append(who=who, what=what, verdict="refused",
-                               reason=f"{r.check}: {r.message}")
+            if r.check in UNAUTHENTICATED_CHECKS:
+                self._count_junk(r.check)
+                log.debug("key request refused as junk: check=%s", r.check)
+            else:
+                self._record(who, what, "refused", f"{r.check}: {r.message}")
+                log.info("key refused: check=%s status=%d", r.check, r.status)
             raise
-        self._audit.append(who=who, what=what, verdict="released", reason="ok")
+        self._record(who, what, "released", "ok")
+        log.info("key released: key_id=%s", answer["key_id"])
         return answer
+
+    def count_junk(self, check: str) -> None:
+        """For refusals before a body reaches `handle` (not JSON at all)."""
+        self._count_junk(check)
+
+    def _record(self, who: dict, what: dict, verdict: str, reason: str) -> None:
+        try:
+            self._audit.append(who=who, what=what, verdict=verdict, reason=reason)
+        except AuditError:
+            log.error("audit log unavailable; key request not served")
+            raise ApiError(503, "audit log unavailable; no key released") from None
 
     def _consume_nonce(self, req: KeyRequest) -> None:
         try:
             self._nonces.consume(req.nonce)
         except NonceError as e:
-            raise Refusal(403, "nonce", f"nonce refused: {e}") from None
+            raise Refusal(403, "nonce", f"nonce refused: {e.detail}") from None
 
     def _attest(self, req: KeyRequest) -> dict:
         """Appraise the evidence for the requested role, bound to this key and this nonce."""

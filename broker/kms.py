@@ -5,6 +5,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from attestation.canonical import hex_field
+from attestation.files import write_private_file
 from attestation.manifest import key_id as _check_fields
 
 MASTER_KEY_BYTES = 32
@@ -41,10 +43,10 @@ def _parse(data: bytes, source: str) -> MasterKey:
     if len(data) == MASTER_KEY_BYTES:
         return MasterKey(data)
     try:
-        raw = bytes.fromhex(data.decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
-        raw = b""
-    if len(raw) != MASTER_KEY_BYTES:
+        raw = hex_field(data.decode("ascii").strip(), MASTER_KEY_BYTES)
+    except UnicodeDecodeError:
+        raw = None
+    if raw is None:
         raise KmsError(f"{source} must hold {MASTER_KEY_BYTES} raw bytes or "
                        f"{2 * MASTER_KEY_BYTES} hex digits")
     return MasterKey(raw)
@@ -65,11 +67,7 @@ def load_master_key(*, path: Path | None = None, hex_value: str | None = None) -
 
 def create_master_key(path: Path) -> None:
     """Write 32 fresh random bytes to a new file readable only by its owner (0600)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(os.urandom(MASTER_KEY_BYTES))
-        f.flush()
-        os.fsync(f.fileno())
+    write_private_file(path, os.urandom(MASTER_KEY_BYTES))
 
 
 def _length_prefixed(*parts: bytes) -> bytes:

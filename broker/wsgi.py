@@ -7,18 +7,24 @@ import os
 
 from attestation.hardening import harden_process
 from broker.app import create_app
-from broker.config import BrokerConfig, ConfigError
+from broker.config import BrokerConfig
+from attestation.service import ConfigError, config_or_exit
 from attestation.policy import load_policy
 from attestation.release_dir import release_public_key
 from attestation.verify import Verifier
 
 
+def _read_config(env) -> BrokerConfig:
+    config = BrokerConfig.from_env(env)
+    if config.policy_path is None:
+        raise ConfigError("TWINTEE_BROKER_POLICY is not set: the broker cannot appraise without reference values")
+    return config
+
+
 def app_from_env():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     harden_process()  # before any key, weight or prompt is in this process's memory
-    config = BrokerConfig.from_env(os.environ)
-    if config.policy_path is None:
-        raise ConfigError("TWINTEE_BROKER_POLICY is not set: the broker cannot appraise without reference values")
+    config = config_or_exit(_read_config, os.environ)
     config.audit_log.parent.mkdir(parents=True, exist_ok=True)
     policy_path = config.policy_path
 

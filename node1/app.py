@@ -11,7 +11,8 @@ from node1.runtime import Node1Runtime
 from node1.scheduler import GenerationFailed
 from node1.sealed import register_sealed
 from node1.text import PromptTooLong
-from shared.http import ApiError, install_error_handlers, install_metrics, json_body
+from attestation.service import ApiError, install_error_handlers, install_metrics
+from shared.http import json_body
 
 log = logging.getLogger("twintee.node1")
 WEBUI = Path(__file__).resolve().parents[1] / "webui"

@@ -6,7 +6,7 @@ import time
 from node1.request import GenerateRequest
 from node1.scheduler import Finished, Generation, GenerationFailed
 from node1.text import TextStream
-from shared.http import ApiError
+from attestation.service import ApiError
 
 TOKEN_WAIT_S = 300.0  # a step never takes this long; past it the pipeline is stuck, not slow
 

@@ -14,7 +14,7 @@ from node1.config import Node1Config
 from node1.link import Node2Link
 from node1.scheduler import InFlight, Scheduler
 from node1.text import TextCodec
-from shared.http import ApiError
+from attestation.service import ApiError
 from shared.identity import open_release
 from shared.linear import compute_report
 from shared.loading import load_part, tokenizer_digest

@@ -3,9 +3,9 @@ import logging
 import os
 
 from attestation.hardening import harden_process
+from attestation.service import config_or_exit
 from node1.app import create_app
 from node1.config import Node1Config
-from shared.config import config_or_exit
 from shared.memory import return_freed_memory
 
 

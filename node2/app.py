@@ -10,7 +10,8 @@ from node2.runtime import Node2Runtime
 from shared import wire
 from shared.channel import FrameRejected
 from shared.linear import compute_report
-from shared.http import ApiError, challenge_nonce, install_error_handlers, install_metrics, json_body
+from attestation.service import ApiError, install_error_handlers, install_metrics
+from shared.http import challenge_nonce, json_body
 
 log = logging.getLogger("twintee.node2")
 

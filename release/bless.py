@@ -1,29 +1,14 @@
 """The explicit blessing step (never implicit): release key, simulated platform, reference values, signed policy."""
-import os
 import time
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from attestation.canonical import canonical_json
 from attestation.evidence import TEE_TYPES
 from attestation.policy import POLICY_VERSION, Policy, default_tdx, sign_policy
-from attestation.providers.simulated import init_simulated_platform, load_private_key, write_private_file
+from attestation.files import PUBLIC, ensure_ed25519_key, write_atomic
+from attestation.providers.simulated import init_simulated_platform
 from attestation.release_dir import (POLICY_FILE, RELEASE_KEY, RELEASE_PUB, SIMULATED_DIR, previous_policy,
                                      read_manifest, reference_measurements)
-
-
-def ensure_release_key(data_dir: Path) -> Ed25519PrivateKey:
-    key_path, pub_path = Path(data_dir) / RELEASE_KEY, Path(data_dir) / RELEASE_PUB
-    key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not key_path.exists():
-        write_private_file(key_path, Ed25519PrivateKey.generate().private_bytes(
-            Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-    key = load_private_key(key_path)
-    if not pub_path.exists():
-        pub_path.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
-    return key
 
 
 def bless(project_root: Path, data_dir: Path, *, min_model_version: int | None = None,
@@ -34,7 +19,7 @@ def bless(project_root: Path, data_dir: Path, *, min_model_version: int | None =
     a first blessing allows every TEE kind and sets the minimum model version to the manifest's.
     """
     data_dir = Path(data_dir)
-    key = ensure_release_key(data_dir)
+    key = ensure_ed25519_key(data_dir / RELEASE_KEY, data_dir / RELEASE_PUB)
     root_public = init_simulated_platform(data_dir / SIMULATED_DIR)  # idempotent: keeps existing keys
     manifest_sha, body = read_manifest(data_dir)
     refs = reference_measurements(project_root, manifest_sha, body)
@@ -48,10 +33,8 @@ def bless(project_root: Path, data_dir: Path, *, min_model_version: int | None =
         model={"model_id": body["model_id"], "version": body["version"]},
         min_model_version=_min_version(min_model_version, old, body["version"]),
     )
-    target = data_dir / POLICY_FILE
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_bytes(canonical_json(sign_policy(policy, key)))
-    os.replace(tmp, target)  # readers never see a half-written policy
+    # Readers never see a half-written policy, and a crash never leaves one; the nodes serve it publicly.
+    write_atomic(data_dir / POLICY_FILE, canonical_json(sign_policy(policy, key)), mode=PUBLIC)
     return policy
 
 

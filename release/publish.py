@@ -4,12 +4,11 @@ reference measurements; and rotating it to a new version (`python -m release pre
 This is the model owner's tool: it holds the owner's signing key and the broker's master key.
 Plaintext weights exist only in its memory; on disk there are only encrypted shards.
 """
-import os
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from attestation.files import ensure_ed25519_key
 from broker.kms import create_master_key, derive_shard_key, load_master_key
 from release.bless import bless
 from attestation.manifest import key_id, load_manifest, read_public_key, sign_manifest, write_manifest
@@ -27,16 +26,7 @@ def keys_dir(data_dir: Path) -> Path:
 
 def owner_key(data_dir: Path) -> Ed25519PrivateKey:
     """The model owner's Ed25519 signing key (created on first release)."""
-    path = keys_dir(data_dir) / "owner.key"
-    if not path.exists():
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-        pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        (path.parent / "owner.pub").write_bytes(pub)
-    return serialization.load_pem_private_key(path.read_bytes(), password=None)
+    return ensure_ed25519_key(keys_dir(data_dir) / "owner.key", keys_dir(data_dir) / "owner.pub")
 
 
 def master_key(data_dir: Path):

@@ -3,13 +3,13 @@
 Only entry points pass `os.environ` in; every other module receives a frozen, validated config.
 """
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
+from attestation.service import ConfigError
 from shared.cpu import ISAS, CpuFeatures, UnsupportedCpu, library_caps, read_cpu
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -17,10 +17,6 @@ TEE_KINDS = ("simulated", "tdx", "sev-snp", "dstack")
 PREFILL_TOKENS = 64  # steps with at least this many tokens are compute-bound enough to use more threads
 # Threads of each node's one gunicorn worker (launcher/stack.py): node1 holds one per streaming generation.
 GUNICORN_THREADS = 48
-
-
-class ConfigError(ValueError):
-    """A setting is missing or out of range; the message names the variable."""
 
 
 def env_str(env: Mapping[str, str], name: str, default: str) -> str:
@@ -146,13 +142,3 @@ class TeeSettings:
             rekey_frames=env_int(env, "TWINTEE_REKEY_FRAMES", 100_000),
             rekey_seconds=env_float(env, "TWINTEE_REKEY_SECONDS", 3600.0),
         )
-
-
-def config_or_exit(read, env: Mapping[str, str]):
-    """An entry point's config, or one line naming the setting at fault and exit status 4, which
-    gunicorn reports as "App failed to load" without a stack trace (and does not respawn)."""
-    try:
-        return read(env)
-    except ConfigError as exc:
-        print(f"twintee: refusing to start: {exc}", file=sys.stderr, flush=True)
-        sys.exit(4)

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from attestation.binding import NONCE_BYTES, PEER_HANDSHAKE, report_data
 from attestation.errors import AttestationError
-from attestation.canonical import canonical_json
+from attestation.canonical import canonical_json, hex_field
 
 VERSION = "twintee-handshake/1"
 PUBLIC_KEY_BYTES = 32
@@ -45,7 +45,6 @@ INFO_CONFIRM_I = b"twintee/channel/v1/confirm/initiator"
 INFO_CONFIRM_R = b"twintee/channel/v1/confirm/responder"
 CONFIRM_BYTES = 32
 MAX_ROLE_CHARS = 64
-_HEX = frozenset("0123456789abcdef")
 
 Attester = Callable[[bytes], dict]  # report data (64 bytes) -> evidence
 Appraise = Callable[[dict, str, bytes], dict]  # (evidence, expected role, expected report data) -> verdict
@@ -72,9 +71,10 @@ class ChannelKeys:
 def _hex(n: int) -> Callable[[str, object], bytes]:
     def parse(name: str, value: object) -> bytes:
         # Lowercase only: one spelling per value, so the canonical transcript is the same on both sides.
-        if not (isinstance(value, str) and len(value) == 2 * n and set(value) <= _HEX):
+        raw = hex_field(value, n, lowercase=True)
+        if raw is None:
             raise HandshakeError("malformed", f"{name} must be {n} bytes as lowercase hex")
-        return bytes.fromhex(value)
+        return raw
 
     return parse
 

@@ -12,13 +12,14 @@ authentication. Chunks keep memory bounded: the encryptor holds one chunk at a t
 import hashlib
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from attestation.files import atomic_writer
 
 MAGIC = b"TTSHARD\x00"
 FORMAT_VERSION = 1
@@ -86,29 +87,19 @@ def _check_args(key: bytes, key_id: str, chunk_bytes: int) -> None:
 
 
 def _seal_to_file(chunks: Iterator[bytes], header: ShardHeader, dst: Path, key: bytes) -> dict:
-    """Write header and sealed chunks to dst via a temp file + rename; return the two hashes."""
+    """Write header and sealed chunks to dst atomically (attestation.files); return the two hashes."""
     if header.num_chunks() > MAX_CHUNKS:
         raise ValueError("too many chunks for the nonce space; raise chunk_bytes")
     aead, head = AESGCM(key), header.encode()
     last = header.num_chunks() - 1
     pt_hash, ct_hash = hashlib.sha256(), hashlib.sha256(head)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(head)
-            for index, chunk in enumerate(chunks):
-                pt_hash.update(chunk)
-                sealed = aead.encrypt(_nonce(header.file_id, index), chunk,
-                                      _aad(head, index, index == last))
-                ct_hash.update(sealed)
-                out.write(sealed)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(dst) as out:
+        out.write(head)
+        for index, chunk in enumerate(chunks):
+            pt_hash.update(chunk)
+            sealed = aead.encrypt(_nonce(header.file_id, index), chunk, _aad(head, index, index == last))
+            ct_hash.update(sealed)
+            out.write(sealed)
     return {"plaintext_sha256": pt_hash.hexdigest(), "ciphertext_sha256": ct_hash.hexdigest(),
             "size": header.plaintext_size}
 

@@ -17,8 +17,7 @@ from attestation.providers.dstack import replay_rtmr
 from attestation.providers.simulated import SimulatedAttester, init_simulated_platform
 from attestation.release_dir import release_public_key, security_config
 from release.bless import bless
-from attestation.verify import NonceBook, Verifier
-from tests.conftest import run_concurrently
+from attestation.verify import Verifier
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "tee-samples"
 NOW = 1_751_000_000.0
@@ -199,52 +198,6 @@ def test_dstack_event_log_must_replay_to_the_quoted_rtmr3(release, rd):
     ev["event_log"] = [{**events[0], "digest": "cd" * 48}]
     checks = {c["name"]: c["ok"] for c in verifier(release.policy, collateral=lambda q: collateral).check(ev, "node1", rd)["checks"]}
     assert not checks["event_log"]
-
-
-def test_nonce_is_single_use():
-    book = NonceBook()
-    nonce = book.issue()
-    assert len(nonce) == 32 and nonce != book.issue()
-    book.consume(nonce)
-    with pytest.raises(AttestationError) as info:
-        book.consume(nonce)
-    assert info.value.check == "nonce"
-    with pytest.raises(AttestationError):
-        book.consume(b"x" * 32)
-
-
-def test_nonce_expires():
-    now = [100.0]
-    book = NonceBook(ttl_s=10, clock=lambda: now[0])
-    nonce = book.issue()
-    now[0] = 111.0
-    with pytest.raises(AttestationError, match="expired"):
-        book.consume(nonce)
-
-
-def test_nonce_book_is_bounded():
-    book = NonceBook(max_outstanding=3)
-    first = book.issue()
-    for _ in range(5):
-        book.issue()
-    assert len(book) == 3
-    with pytest.raises(AttestationError):
-        book.consume(first)
-
-
-def test_nonce_consumed_once_under_concurrency():
-    book = NonceBook()
-    nonce, wins = book.issue(), []
-
-    def race():
-        try:
-            book.consume(nonce)
-            wins.append(1)
-        except AttestationError:
-            pass
-
-    run_concurrently(race)
-    assert len(wins) == 1
 
 
 def test_bless_writes_keys_and_a_loadable_policy(release):

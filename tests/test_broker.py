@@ -1,6 +1,7 @@
 """Tests for attestation/broker: key release through Flask's test client with a fake appraiser."""
 import dataclasses
 import os
+import re
 import threading
 from urllib.parse import urlsplit
 
@@ -137,6 +138,27 @@ def assert_refused(config, resp, status, check):
     return body["error"]
 
 
+def audit_lines(config) -> int:
+    return config.audit_log.read_bytes().count(b"\n") if config.audit_log.exists() else 0
+
+
+def junk_count(client, check: str) -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    found = re.search(rf'^twintee_broker_junk_key_requests_total{{check="{check}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def assert_junk(config, client, send, status, check):
+    """`send()` is refused with `status` as junk: counted under `check`, no audit line (issue 12)."""
+    lines, before = audit_lines(config), junk_count(client, check)
+    resp = send()
+    assert resp.status_code == status
+    body = resp.get_json()
+    assert set(body) == {"error"} and "wrapped" not in body
+    assert audit_lines(config) == lines and junk_count(client, check) == before + 1
+    return body["error"]
+
+
 def test_release_through_client_yields_derived_key(client, config):
     for role in ("node1", "node2"):
         kid, key = fetch_shard_key("http://broker", role=role, model_id=MODEL, version=VERSION,
@@ -193,10 +215,10 @@ def test_evidence_signed_by_someone_else(client, config):
     nonce = bytes.fromhex(client.post("/nonce").get_json()["nonce"])
     forged = make_evidence(REFERENCE["node1"], report_data(pub, nonce, purpose=KEY_REQUEST),
                            signer=Ed25519PrivateKey.generate())
-    resp = client.post("/key", json={"role": "node1", "model_id": MODEL, "version": VERSION,
-                                     "public_key": pub.hex(), "nonce": nonce.hex(),
-                                     "evidence": forged})
-    assert_refused(config, resp, 403, "signature")
+    # Evidence no trusted platform signed could come from anyone: junk, counted, not audited.
+    assert_junk(config, client, lambda: client.post("/key", json={
+        "role": "node1", "model_id": MODEL, "version": VERSION, "public_key": pub.hex(), "nonce": nonce.hex(),
+        "evidence": forged}), 403, "signature")
 
 
 def test_replayed_nonce(client, config):
@@ -204,27 +226,24 @@ def test_replayed_nonce(client, config):
     assert first.status_code == 200
     nonce = bytes.fromhex(client.post("/nonce").get_json()["nonce"])
     ask(client, nonce=nonce)
-    resp, _ = ask(client, nonce=nonce)
-    assert "already used" in assert_refused(config, resp, 403, "nonce")
+    assert "already used" in assert_junk(config, client, lambda: ask(client, nonce=nonce)[0], 403, "nonce")
 
 
 def test_nonce_used_up_even_by_a_refused_request(client, config):
     nonce = bytes.fromhex(client.post("/nonce").get_json()["nonce"])
     ask(client, nonce=nonce, measurement="33" * 32)
-    resp, _ = ask(client, nonce=nonce)
-    assert_refused(config, resp, 403, "nonce")
+    assert audit_entries(config)[-1]["reason"].startswith("measurement:")  # genuine evidence, refused: audited
+    assert_junk(config, client, lambda: ask(client, nonce=nonce)[0], 403, "nonce")
 
 
 def test_unknown_nonce(client, config):
-    resp, _ = ask(client, nonce=os.urandom(32))
-    assert "not issued" in assert_refused(config, resp, 403, "nonce")
+    assert "not issued" in assert_junk(config, client, lambda: ask(client, nonce=os.urandom(32))[0], 403, "nonce")
 
 
 def test_expired_nonce(client, config, clock):
     nonce = bytes.fromhex(client.post("/nonce").get_json()["nonce"])
     clock.now += config.nonce_ttl_seconds + 1
-    resp, _ = ask(client, nonce=nonce)
-    assert "older than" in assert_refused(config, resp, 403, "nonce")
+    assert "older than" in assert_junk(config, client, lambda: ask(client, nonce=nonce)[0], 403, "nonce")
 
 
 def test_version_below_minimum(client, config):
@@ -243,14 +262,12 @@ def test_version_not_released(client, config):
      "evidence": {}},
 ])
 def test_malformed_request(client, config, payload):
-    assert_refused(config, client.post("/key", json=payload), 400, "request")
+    assert_junk(config, client, lambda: client.post("/key", json=payload), 400, "request")
 
 
 def test_a_post_that_is_not_json_is_refused_before_the_audit_log(client, config):
     # Junk from anyone must not cost an fsynced audit line each (issue 12).
-    before = config.audit_log.read_text() if config.audit_log.exists() else ""
-    assert client.post("/key").status_code == 415
-    assert (config.audit_log.read_text() if config.audit_log.exists() else "") == before
+    assert_junk(config, client, lambda: client.post("/key"), 415, "json")
 
 
 def test_low_order_public_key(client, config):
@@ -285,6 +302,10 @@ def test_health_nonce_and_json_errors(client):
     assert len(nonces) == 3 and all(len(n) == 64 for n in nonces)
     assert client.get("/nope").status_code == 404 and "error" in client.get("/nope").get_json()
     assert client.get("/key").status_code == 405
+    assert client.get("/key").get_json() == {"error": "method not allowed"}  # the nodes' handler, not HTML
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and 'twintee_requests_total{endpoint="/nonce",status="200"} 3.0' in metrics.text
+    assert "twintee_broker_outstanding_nonces 3.0" in metrics.text
 
 
 def test_nonce_store_is_bounded(config, clock):
@@ -379,3 +400,51 @@ def test_malformed_json_is_a_400_naming_it_not_a_500(client, raw):
 def test_other_content_types_get_415(client):
     r = client.post("/key", data='{"role": "node1"}', content_type="text/plain")
     assert r.status_code == 415 and "application/json" in r.get_json()["error"]
+
+
+def test_a_thousand_junk_key_requests_add_no_audit_line_but_relayed_evidence_does(client, config):
+    """Issue 12: every unauthenticated POST /key appended an fsynced audit line. Junk (not JSON, not a
+    key request, no nonce of ours, evidence no trusted platform signed) is now only counted, while a
+    refusal of genuine evidence (here node1's client-attestation evidence relayed as a key request)
+    stays in the chain."""
+    ask(client)  # one release, so the log exists and has a head to compare against
+    lines = audit_lines(config)
+    pub = raw_public_key(X25519PrivateKey.generate().public_key())
+
+    def forged():
+        nonce = bytes.fromhex(client.post("/nonce").get_json()["nonce"])
+        evidence = make_evidence(REFERENCE["node1"], report_data(pub, nonce, purpose=KEY_REQUEST),
+                                 signer=Ed25519PrivateKey.generate())
+        return {"role": "node1", "model_id": MODEL, "version": VERSION, "public_key": pub.hex(),
+                "nonce": nonce.hex(), "evidence": evidence}
+
+    junk = [
+        ("json", 415, lambda: client.post("/key", data="role=node1")),
+        ("json", 400, lambda: client.post("/key", data="{", content_type="application/json")),
+        ("request", 400, lambda: client.post("/key", json={"role": "node1"})),
+        ("nonce", 403, lambda: ask(client, nonce=os.urandom(32))[0]),
+        ("signature", 403, lambda: client.post("/key", json=forged())),
+    ]
+    for i in range(1000):
+        check, status, send = junk[i % len(junk)]
+        assert send().status_code == status
+    assert audit_lines(config) == lines
+    counts = {check: junk_count(client, check) for check in ("json", "request", "nonce", "signature")}
+    assert counts == {"json": 400, "request": 200, "nonce": 200, "signature": 200}
+
+    resp, _ = ask(client, purpose=CLIENT_ATTESTATION)
+    assert_refused(config, resp, 403, "report_data")
+    assert audit_lines(config) == lines + 1 and verify_chain(config.audit_log)[0]
+
+
+def test_a_broker_without_a_policy_refuses_to_start_with_one_line(capsys):
+    # The nodes' way (attestation.service.config_or_exit): exit status 4, no stack trace.
+    from attestation.service import config_or_exit
+    from broker.wsgi import _read_config
+    env = {"TWINTEE_BROKER_AUDIT_LOG": "a.jsonl", "TWINTEE_BROKER_DATA_DIR": "data",
+           "TWINTEE_BROKER_RELEASE_PUBLIC_KEY": "owner.pub", "TWINTEE_BROKER_MASTER_KEY": "ab" * 32}
+    with pytest.raises(SystemExit) as exited:
+        config_or_exit(_read_config, env)
+    err = capsys.readouterr().err
+    assert exited.value.code == 4 and err.count("\n") == 1 and "TWINTEE_BROKER_POLICY is not set" in err
+    assert config_or_exit(_read_config, {**env, "TWINTEE_BROKER_POLICY": "p.json"}).policy_path.name == "p.json"

@@ -1,7 +1,9 @@
 """Hostile clients against the real processes (issue 12): an outsider with no credentials relays
 node1's public attestation into node2's handshake and the broker's key release while a victim
 generates; the victim's tokens must be its reference tokens, and both relays must be refused."""
+import json
 import os
+import re
 import threading
 
 import pytest
@@ -59,9 +61,25 @@ def test_relayed_evidence_never_completes_a_handshake_nor_stops_a_victim(stack):
     assert requests.get(stack.url("node2") + "/health", timeout=10).json()["channels"] == channels_before
 
 
-def test_relayed_evidence_gets_no_key_from_the_broker(stack):
+def junk_key_requests(stack) -> float:
+    text = requests.get(stack.url("broker") + "/metrics", timeout=10).text
+    return sum(float(v) for v in re.findall(r"^twintee_broker_junk_key_requests_total\{[^}]*\} (\S+)$", text, re.M))
+
+
+def test_relayed_evidence_gets_no_key_from_the_broker_and_is_audited_while_junk_is_only_counted(stack, release_dir):
+    audit = release_dir / "audit" / "broker.jsonl"
+    lines = audit.read_bytes().splitlines()
     r = relay_key_request(stack)
     assert r.status_code == 403 and "report_data" in r.json()["error"]
+    after = audit.read_bytes().splitlines()
+    assert len(after) == len(lines) + 1  # genuine node1 evidence, relayed: refused, and the chain says so
+    assert json.loads(after[-1])["verdict"] == "refused" and json.loads(after[-1])["reason"].startswith("report_data:")
+    # Junk from anyone (issue 12): no fsynced audit line each, only a count.
+    counted = junk_key_requests(stack)
+    statuses = {requests.post(stack.url("broker") + "/key", timeout=10, **kw).status_code
+                for kw in [{"json": {"role": "node1"}}, {"data": "x"}] * 100}
+    assert statuses == {400, 415}
+    assert audit.read_bytes().splitlines() == after and junk_key_requests(stack) == counted + 200
 
 
 def worker_rss(stack, role: str) -> int:

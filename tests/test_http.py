@@ -1,11 +1,14 @@
-"""shared/http.py: JSON bodies only, bounded while read, and every refusal a JSON 4xx naming the problem."""
+"""shared/http.py and attestation/service.py: JSON bodies only, bounded while read, and every refusal a
+JSON body naming the problem, from one handler that node1, node2 and the broker all install."""
 import io
 
 import pytest
 from flask import Flask, jsonify, request
 
-from attestation.canonical import MAX_JSON_DEPTH
-from shared.http import install_error_handlers, json_body
+from attestation.canonical import MAX_JSON_DEPTH, JsonError
+from attestation.service import ApiError
+from attestation.service import install_error_handlers
+from shared.http import json_body
 
 LIMIT = 64 * 1024
 
@@ -67,3 +70,30 @@ def test_a_body_without_a_length_is_cut_off_at_the_limit_not_buffered():
                                environ_overrides={"wsgi.input_terminated": True})
     assert r.status_code == 413
     assert read["rest"] > LIMIT * 90  # json_body stopped after LIMIT + 1 bytes; the rest was never read
+
+
+def test_every_failure_is_a_json_body_with_its_status():
+    app = Flask(__name__)
+    install_error_handlers(app)
+
+    @app.get("/api")
+    def api():
+        raise ApiError(409, "no such session", {"Retry-After": "1"})
+
+    @app.get("/json")
+    def json_error():
+        raise JsonError("the request body is not valid JSON")
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("a message that may hold a prompt")
+
+    c = app.test_client()
+    expected = {"/api": (409, "no such session"), "/json": (400, "the request body is not valid JSON"),
+                "/boom": (500, "internal error"), "/nope": (404, "not found")}
+    for path, (status, message) in expected.items():
+        r = c.get(path)
+        assert (r.status_code, r.get_json()) == (status, {"error": message}), path
+    assert c.get("/api").headers["Retry-After"] == "1"
+    r = c.post("/api")
+    assert (r.status_code, r.get_json()) == (405, {"error": "method not allowed"})

@@ -52,3 +52,17 @@ def test_each_image_copies_exactly_what_its_measurement_covers(role):
     dockerfile = (ROOT / f"Dockerfile.{role}").read_text()
     copied = set(re.findall(r"^COPY (\w+)/ \1/$", dockerfile, re.M))
     assert copied == set(ROLE_DIRS[role])
+
+
+def test_one_error_handler_and_one_config_error_for_every_app():
+    import attestation.service as service
+    import broker.app
+    import broker.config
+    import node1.app
+    import node2.app
+    import shared.config
+
+    for app_module in (broker.app, node1.app, node2.app):
+        assert app_module.install_error_handlers is service.install_error_handlers
+        assert app_module.install_metrics is service.install_metrics
+    assert broker.config.ConfigError is shared.config.ConfigError is service.ConfigError

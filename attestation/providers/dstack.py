@@ -6,6 +6,7 @@ import time
 import httpx
 from dstack_sdk import DstackClient
 
+from attestation.canonical import hex_field
 from attestation.errors import EvidenceError, ProviderError
 from attestation.evidence import hardware_report_data, make_body
 from attestation.providers.quote_binding import bound_measurements
@@ -33,10 +34,9 @@ def _event(e) -> dict:
     imr = e["imr"]
     if isinstance(imr, bool) or not isinstance(imr, int) or not 0 <= imr <= 3:
         raise EvidenceError("event imr must be 0..3")
-    try:
-        digest = bytes.fromhex(e["digest"])
-    except (TypeError, ValueError):
-        raise EvidenceError("event digest is not hex") from None
+    digest = hex_field(e["digest"])
+    if digest is None:
+        raise EvidenceError("event digest is not hex")
     if len(digest) > RTMR_BYTES:
         raise EvidenceError("event digest is longer than an RTMR")
     if not all(isinstance(e[k], str) for k in ("event", "event_payload")) or not isinstance(e["event_type"], int):
@@ -83,7 +83,9 @@ class DstackAttester:
     def _get_quote(self, blob: bytes) -> tuple[bytes, list[dict]]:
         try:
             response = DstackClient(self._socket, timeout=self._timeout).get_quote(blob)
-            quote = bytes.fromhex(response.quote)
+            quote = hex_field(response.quote)
+            if quote is None:
+                raise ValueError("quote is not hex")
         except FileNotFoundError:
             raise ProviderError(f"no dstack agent socket at {self._socket}") from None
         except httpx.HTTPError as e:

@@ -1,17 +1,16 @@
 """A SIMULATED TEE (software keys standing in for hardware): it protects nothing against a host that can read sim_dir."""
 import json
-import os
 import time
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding, NoEncryption, PrivateFormat, PublicFormat, load_pem_private_key)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from attestation.errors import ProviderError
-from attestation.canonical import canonical_json
+from attestation.canonical import canonical_json, hex_field
 from attestation.evidence import make_body
+from attestation.files import KeyFileError, ensure_ed25519_key, load_private_key, write_private_file
 
 ROOT_KEY = "vendor-root.key"
 PLATFORM_KEY = "platform.key"
@@ -19,33 +18,9 @@ CERTIFICATE = "platform-cert.json"
 ISSUER = "twintee-SIMULATED-vendor-root"
 
 
-def write_private_file(path: Path, data: bytes) -> None:
-    """Creates `path` with mode 0600 from the start (no window where it is world-readable)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 def raw_public(key) -> bytes:
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as e:
-        raise ProviderError(f"cannot load key {path.name}: {type(e).__name__}; run `make prepare`") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ProviderError(f"{path.name} is not an Ed25519 key")
-    return key
-
-
-def _ensure_key(path: Path) -> Ed25519PrivateKey:
-    if not path.exists():
-        pem = Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-        write_private_file(path, pem)
-    return load_private_key(path)
 
 
 def certify(root: Ed25519PrivateKey, platform_public: bytes, issued_at: float) -> dict:
@@ -56,10 +31,13 @@ def certify(root: Ed25519PrivateKey, platform_public: bytes, issued_at: float) -
 def verify_certificate(cert, root_public: bytes) -> bytes:
     """-> the certified platform public key, or ProviderError if the chain to `root_public` breaks."""
     try:
-        body = cert["body"]
-        Ed25519PublicKey.from_public_bytes(root_public).verify(bytes.fromhex(cert["signature"]), canonical_json(body))
-        platform = bytes.fromhex(body["platform_public_key"])
-        Ed25519PublicKey.from_public_bytes(platform)  # rejects a wrong length
+        body, signature = cert["body"], hex_field(cert["signature"], 64)
+        if signature is None:
+            raise InvalidSignature
+        Ed25519PublicKey.from_public_bytes(root_public).verify(signature, canonical_json(body))
+        platform = hex_field(body["platform_public_key"], 32)
+        if platform is None:
+            raise ValueError
     except (KeyError, TypeError, ValueError, InvalidSignature):
         raise ProviderError("platform certificate is not signed by the pinned simulated root") from None
     return platform
@@ -69,8 +47,8 @@ def init_simulated_platform(sim_dir: Path) -> bytes:
     """Creates the vendor root, platform key and certificate where missing; returns the root's raw public key."""
     sim_dir = Path(sim_dir)
     sim_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    root = _ensure_key(sim_dir / ROOT_KEY)
-    platform = _ensure_key(sim_dir / PLATFORM_KEY)
+    root = ensure_ed25519_key(sim_dir / ROOT_KEY)
+    platform = ensure_ed25519_key(sim_dir / PLATFORM_KEY)
     cert_path = sim_dir / CERTIFICATE
     if not cert_path.exists():
         write_private_file(cert_path, canonical_json(certify(root, raw_public(platform), time.time())))
@@ -98,7 +76,10 @@ class SimulatedAttester:
 
     def __init__(self, *, measurement: dict, sim_dir: Path, clock=time.time, debug: bool = False):
         sim_dir = Path(sim_dir)
-        self._key = load_private_key(sim_dir / PLATFORM_KEY)  # never created here: that is the release step's job
+        try:
+            self._key = load_private_key(sim_dir / PLATFORM_KEY)  # never created here: that is the release step's job
+        except KeyFileError as e:
+            raise ProviderError(e.detail) from None
         self._certificate = _read_certificate(sim_dir / CERTIFICATE)
         self._measurement = measurement
         self._clock = clock
