@@ -35,7 +35,8 @@ class Node2Runtime:
         self.release = self.identity = self.engine = self.responder = None
         # node1 keeps one channel per pipeline slot; each has its own keys and sequence numbers.
         self.channels: OrderedDict[str, PeerChannel] = OrderedDict()
-        self.peer: dict = {"verified": False, "detail": "node1 has not handshaken yet"}
+        self.verified_peer: dict | None = None  # node1's verdict when its last channel was set up
+        self.refusal: dict = {"verified": False, "detail": "node1 has not handshaken yet"}
         self.load_stats: dict = {}
         self.channels_lock = threading.Lock()
         self.metrics = NodeMetrics("node2")
@@ -63,6 +64,14 @@ class Node2Runtime:
             self.state, self.reason = "failed", f"{type(exc).__name__}: {exc}"
             log.error("node2 failed to load: %s", self.reason)
 
+    @property
+    def peer(self) -> dict:
+        """What /health says of node1: the verified node1 while it holds a channel, else why the last
+        handshake was refused. Anyone can post a junk finish; it must not flip a live peer's verdict."""
+        with self.channels_lock:
+            live = bool(self.channels)
+        return self.verified_peer if live and self.verified_peer else self.refusal
+
     def handshake_hello(self, m1: dict) -> dict:
         return self.responder.respond(m1)
 
@@ -72,7 +81,7 @@ class Node2Runtime:
             keys, m4 = self.responder.finish(m3)
         except AttestationError as exc:
             self.metrics.handshakes.labels(outcome="refused").inc()
-            self.peer = {"verified": False, "failed": exc.check, "detail": str(exc)}
+            self.refusal = {"verified": False, "failed": exc.check, "detail": str(exc), "at": time.time()}
             log.warning("refused node1's evidence: %s", exc)
             raise
         tee = self.config.tee
@@ -82,7 +91,7 @@ class Node2Runtime:
             while len(self.channels) > MAX_CHANNELS:  # channels node1 re-keyed away from
                 self.channels.popitem(last=False)
         self.metrics.handshakes.labels(outcome="ok").inc()
-        self.peer = {"verified": True, "verdict": keys.peer_verdict, "since": time.time()}
+        self.verified_peer = {"verified": True, "verdict": keys.peer_verdict, "since": time.time()}
         log.info("channel %s established with node1", chan.channel_id[:8])
         return m4
 
