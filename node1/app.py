@@ -47,7 +47,7 @@ def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> F
         try:
             return jsonify(complete(run))
         except GenerationFailed as exc:
-            raise ApiError(502, str(exc)) from None
+            raise ApiError(exc.status, str(exc)) from None
 
     install_metrics(app, rt.metrics, refresh=rt.refresh_gauges)
 

@@ -32,6 +32,14 @@ RECOVERY_POLL_S = 0.5
 class GenerationFailed(RuntimeError):
     """The pipeline could not finish a generation; the message is safe to show the client."""
 
+    status = 502  # node2 refused or failed the step
+
+
+class Node2Unavailable(GenerationFailed):
+    """node2 was not back within the recovery deadline: try again later."""
+
+    status = 503
+
 
 @dataclass
 class Finished:
@@ -254,7 +262,7 @@ class Scheduler:
                 self._retire(g)
             if not batch or self.stopped or time.monotonic() >= deadline:
                 for g in batch:
-                    self._retire(g, GenerationFailed(f"{message}; node2 was not back within {self.recovery_s:.0f} s"))
+                    self._retire(g, Node2Unavailable(f"{message}; node2 was not back within {self.recovery_s:.0f} s"))
                 return
             time.sleep(RECOVERY_POLL_S)
         for g in batch:

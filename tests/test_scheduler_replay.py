@@ -120,7 +120,7 @@ def test_a_batch_of_sessions_is_replayed_together(parts):
 def test_node2_not_back_within_the_deadline_fails_with_a_clear_error(parts):
     link = DyingLink(parts[1], die_at=[3], down_polls=10**6)
     [(tokens, done)] = run(parts, link, recovery_s=1.0)
-    assert isinstance(done, GenerationFailed) and "not back within 1 s" in str(done)
+    assert isinstance(done, GenerationFailed) and "not back within 1 s" in str(done) and done.status == 503
     assert len(tokens) == 2
 
 
