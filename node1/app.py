@@ -17,6 +17,7 @@ from shared.http import ApiError, install_error_handlers, install_metrics, json_
 
 log = logging.getLogger("twintee.node1")
 WEBUI = Path(__file__).resolve().parents[1] / "webui"
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> Flask:
@@ -43,7 +44,7 @@ def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> F
         log.info("generate session=%s prompt_tokens=%d max_tokens=%d stream=%s",
                  run.gen.id[:8], len(run.prompt_ids), run.req.max_tokens, run.req.stream)
         if run.req.stream:
-            return Response(sse(event_payloads(run)), mimetype="text/event-stream", headers={"Cache-Control": "no-store"})
+            return Response(sse(event_payloads(run)), mimetype="text/event-stream", headers=NO_STORE)
         try:
             return jsonify(complete(run))
         except GenerationFailed as exc:

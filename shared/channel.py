@@ -110,7 +110,8 @@ class SealedChannel:
 
     def open_decoded(self, frame: wire.Frame) -> tuple[dict, bytes]:
         """open() for a frame the receiver already decoded to route it (node2 finds the channel by
-        its header): the same checks, without parsing the header a second time."""
+        its header): the same checks, without parsing the header a second time. `frame` must be
+        wire.decode_frame's: the checks read its header, the tag covers its raw header bytes."""
         header = frame.header
         seq = header.get("seq")
         if not _is_seq(seq):

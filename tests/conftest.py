@@ -136,7 +136,8 @@ def node2_runtime(tmp_path):
     rt.release = Release(tmp_path / "model", {"model_id": "tiny", "version": 3, "split_layer": 2}, {
         "model_type": "llama", "hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 4,
         "intermediate_size": 16, "vocab_size": 32, "rms_norm_eps": 1e-5})
-    rt.identity = SimpleNamespace(measurement={"measurement": "ab" * 32}, attester=SimpleNamespace(tee_type="simulated"),
+    rt.identity = SimpleNamespace(measurement={"measurement": "ab" * 32},
+                                  attester=SimpleNamespace(tee_type="simulated"),
                                   evidence_for_nonce=lambda nonce: {"role": "node2", "nonce": nonce.hex()})
     rt.responder, rt.engine = FakeResponder(), FakeEngine()
     return rt
