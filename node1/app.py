@@ -1,12 +1,14 @@
-"""node1's HTTP surface: POST /generate, /health, /attestation and the web page."""
+"""node1's HTTP surface: POST /generate, /health, /metrics and the web page; the attestation and
+sealed endpoints register themselves (node1/attestation_api.py, node1/sealed.py)."""
 import logging
 from pathlib import Path
 
 from flask import Flask, Response, jsonify, request, send_from_directory
 
+from node1.attestation_api import register_attestation
 from node1.config import Node1Config
-from node1.generate import Run, complete, require_ready, sse_events
-from node1.request import BadRequest, parse_generate
+from node1.generate import complete, event_payloads, sse, start_run
+from node1.request import BadRequest
 from node1.runtime import Node1Runtime
 from node1.scheduler import GenerationFailed
 from node1.sealed import register_sealed
@@ -16,6 +18,7 @@ from shared.http import json_body
 
 log = logging.getLogger("twintee.node1")
 WEBUI = Path(__file__).resolve().parents[1] / "webui"
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> Flask:
@@ -23,6 +26,8 @@ def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> F
     rt = runtime or Node1Runtime(config).start()
     app.extensions["twintee"] = rt
     install_error_handlers(app)
+    install_metrics(app, rt.metrics, refresh=rt.refresh_gauges)
+    register_attestation(app, rt)
     register_sealed(app, rt)
 
     @app.get("/health")
@@ -34,22 +39,17 @@ def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> F
     def generate():
         body = json_body(request, config.max_body_bytes)
         try:
-            req = parse_generate(body, config.model.max_new_tokens)
-            r = require_ready(rt)
-            prompt_ids = r.codec.encode_chat(req.messages, config.model.max_input_tokens)
+            run = start_run(rt, body, config.model)
         except (BadRequest, PromptTooLong) as exc:
             raise ApiError(400, str(exc)) from None
-        run = Run(r, req, prompt_ids)
         log.info("generate session=%s prompt_tokens=%d max_tokens=%d stream=%s",
-                 run.gen.id[:8], len(prompt_ids), req.max_tokens, req.stream)
-        if req.stream:
-            return Response(sse_events(run), mimetype="text/event-stream", headers={"Cache-Control": "no-store"})
+                 run.gen.id[:8], len(run.prompt_ids), run.req.max_tokens, run.req.stream)
+        if run.req.stream:
+            return Response(sse(event_payloads(run)), mimetype="text/event-stream", headers=NO_STORE)
         try:
             return jsonify(complete(run))
         except GenerationFailed as exc:
             raise ApiError(exc.status, str(exc)) from None
-
-    install_metrics(app, rt.metrics, refresh=rt.refresh_gauges)
 
     @app.get("/")
     def index():

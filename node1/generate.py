@@ -3,10 +3,11 @@ import json
 import queue
 import time
 
-from node1.request import GenerateRequest
+from attestation.service import ApiError
+from node1.request import GenerateRequest, parse_generate
 from node1.scheduler import Finished, Generation, GenerationFailed
 from node1.text import TextStream
-from attestation.service import ApiError
+from shared.config import ModelSettings
 
 TOKEN_WAIT_S = 300.0  # a step never takes this long; past it the pipeline is stuck, not slow
 
@@ -18,6 +19,22 @@ def require_ready(rt):
     if status != 200:
         raise ApiError(503, f"not ready: {body['reason']}")
     return rt
+
+
+def require_loaded(rt):
+    """The runtime once its identity and release are loaded, else a 503: attestation and opening a
+    sealed request need no link to node2."""
+    if rt.state != "ready":
+        raise ApiError(503, f"node1 is not ready: {rt.reason}")
+    return rt
+
+
+def start_run(rt, body, limits: ModelSettings) -> "Run":
+    """A /generate body -> its Run, submitted. Raises BadRequest or PromptTooLong naming what is wrong,
+    or ApiError 503 when node1 cannot serve now."""
+    req = parse_generate(body, limits.max_new_tokens)
+    r = require_ready(rt)
+    return Run(r, req, r.codec.encode_chat(req.messages, limits.max_input_tokens))
 
 
 class Run:
@@ -89,13 +106,19 @@ def complete(run: Run) -> dict:
     return {"text": "".join(pieces), "token_ids": run.token_ids, **run.summary()}
 
 
-def sse_events(run: Run):
-    """text/event-stream: one event per token, a final event with the summary, then [DONE]."""
+def event_payloads(run: Run):
+    """What a stream carries, one payload per event: each token, the summary (or the error), then [DONE]."""
     try:
         for piece, token in run:
             if token is not None or piece:
-                yield f"data: {json.dumps({'text': piece, 'token_id': token})}\n\n"
-        yield f"data: {json.dumps(run.summary())}\n\n"
+                yield json.dumps({"text": piece, "token_id": token})
+        yield json.dumps(run.summary())
     except GenerationFailed as exc:
-        yield f"data: {json.dumps({'error': str(exc)})}\n\n"
-    yield "data: [DONE]\n\n"
+        yield json.dumps({"error": str(exc)})
+    yield "[DONE]"
+
+
+def sse(payloads):
+    """text/event-stream: one `data:` event per payload."""
+    for payload in payloads:
+        yield f"data: {payload}\n\n"

@@ -103,9 +103,16 @@ class SealedChannel:
     def open(self, frame: bytes) -> tuple[dict, bytes]:
         """-> (header as sent, including ch/dir/seq; plaintext), or raises FrameRejected."""
         try:
-            header, raw_header, body = wire.decode_frame(frame)
+            decoded = wire.decode_frame(frame)
         except wire.WireError:
             self._refuse("malformed")
+        return self.open_decoded(decoded)
+
+    def open_decoded(self, frame: wire.Frame) -> tuple[dict, bytes]:
+        """open() for a frame the receiver already decoded to route it (node2 finds the channel by
+        its header): the same checks, without parsing the header a second time. `frame` must be
+        wire.decode_frame's: the checks read its header, the tag covers its raw header bytes."""
+        header = frame.header
         seq = header.get("seq")
         if not _is_seq(seq):
             self._refuse("malformed")
@@ -119,7 +126,7 @@ class SealedChannel:
             if seq > self._received:
                 self._refuse("reorder")
             try:
-                plaintext = self._recv.decrypt(frame_nonce(self._recv_dir, seq), body, raw_header)
+                plaintext = self._recv.decrypt(frame_nonce(self._recv_dir, seq), frame.body, frame.raw_header)
             except InvalidTag:
                 self._refuse("tag")
             self._received += 1  # only a frame that verified moves the window

@@ -6,6 +6,7 @@ safetensors bytes: never pickle, never JSON float lists.
 """
 import json
 import struct
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import load as st_load
@@ -21,13 +22,22 @@ class WireError(ValueError):
     """A frame or tensor payload from the peer is malformed."""
 
 
+class Frame(NamedTuple):
+    """A decoded frame: the header, its exact bytes as sent (the AEAD associated data), the body."""
+
+    header: dict
+    raw_header: bytes
+    body: bytes
+
+
 def encode_frame(header: dict, body: bytes) -> bytes:
     head = canonical_json(header)
     return MAGIC + struct.pack(">I", len(head)) + head + body
 
 
-def decode_frame(frame: bytes) -> tuple[dict, bytes, bytes]:
-    """-> (header, header bytes as sent, body). The raw header bytes are the associated data."""
+def decode_frame(frame: bytes) -> Frame:
+    """Checks the framing and the header's canonical form once; a receiver routes on the header and
+    hands the same Frame to SealedChannel.open_decoded."""
     if len(frame) < 8 or frame[:4] != MAGIC:
         raise WireError("not a TwinTEE frame (bad magic or too short)")
     (n,) = struct.unpack(">I", frame[4:8])
@@ -40,7 +50,7 @@ def decode_frame(frame: bytes) -> tuple[dict, bytes, bytes]:
         raise WireError("frame header is not JSON") from e
     if not isinstance(header, dict) or canonical_json(header) != raw:
         raise WireError("frame header is not canonical JSON")
-    return header, raw, frame[8 + n :]
+    return Frame(header, raw, frame[8 + n :])
 
 
 def bytes_to_tensors(data: bytes) -> dict[str, torch.Tensor]:

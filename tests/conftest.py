@@ -83,3 +83,75 @@ def run_concurrently(fn, n: int = 8) -> None:
         t.start()
     for t in threads:
         t.join()
+
+
+# --- node2's app in-process, flaskr style: create_app(config, runtime=fake) and its test client ---
+
+class FakeResponder:
+    """node2's handshake responder: says what the test sets, hands out the test's channel keys."""
+
+    def __init__(self):
+        self.refusal = None  # an AttestationError to raise, or None
+        self.keys = None  # the ChannelKeys finish() hands node2
+
+    def respond(self, m1):
+        if self.refusal:
+            raise self.refusal
+        return {"m2": m1}
+
+    def finish(self, m3):
+        if self.refusal:
+            raise self.refusal
+        return self.keys, {"m4": m3}
+
+
+class FakeEngine:
+    """Records each step and answers every session with token 7 (or the test's errors)."""
+
+    def __init__(self):
+        self.sessions, self.steps, self.errors = {}, [], {}
+
+    def kv_bytes(self) -> int:
+        return 0
+
+    def step(self, entries, hidden, opens, close, observe=None, alone=False, instance=None):
+        self.steps.append({"entries": entries, "hidden": hidden, "opens": opens, "close": close,
+                           "alone": alone, "instance": instance})
+        results = [{"id": e["id"], "step": e["step"], "ok": e["id"] not in self.errors} for e in entries]
+        return results, [0 if e["id"] in self.errors else 7 for e in entries], dict(self.errors)
+
+
+@pytest.fixture()
+def node2_runtime(tmp_path):
+    """A real Node2Runtime, never started: the test's release, identity, responder and engine stand in
+    for loading, so channels, handshake bookkeeping and metrics are node2's own."""
+    from types import SimpleNamespace
+
+    from node2.config import Node2Config
+    from node2.runtime import Node2Runtime
+    from shared.loading import Release
+
+    rt = Node2Runtime(Node2Config())
+    rt.state, rt.reason = "ready", "ready"
+    rt.release = Release(tmp_path / "model", {"model_id": "tiny", "version": 3, "split_layer": 2}, {
+        "model_type": "llama", "hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 4,
+        "intermediate_size": 16, "vocab_size": 32, "rms_norm_eps": 1e-5})
+    rt.identity = SimpleNamespace(measurement={"measurement": "ab" * 32},
+                                  attester=SimpleNamespace(tee_type="simulated"),
+                                  evidence_for_nonce=lambda nonce: {"role": "node2", "nonce": nonce.hex()})
+    rt.responder, rt.engine = FakeResponder(), FakeEngine()
+    return rt
+
+
+@pytest.fixture()
+def node2_app(node2_runtime):
+    from node2.app import create_app
+
+    app = create_app(node2_runtime.config, runtime=node2_runtime)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture()
+def node2_client(node2_app):
+    return node2_app.test_client()

@@ -62,6 +62,19 @@ def test_round_trip_both_directions(node1, node2):
     assert node1.open(node2.seal({"type": "tokens"}, b"ids"))[1] == b"ids"
 
 
+def test_a_frame_decoded_once_to_route_it_opens_with_the_same_checks(node1, node2):
+    """node2 reads the channel id from the header, then opens the same decoded frame."""
+    frame = wire.decode_frame(node1.seal(step_header(), BODY))
+    assert node2.open_decoded(frame) == (frame.header, BODY)
+    with pytest.raises(FrameRejected) as err:
+        node2.open_decoded(frame)
+    assert err.value.reason == "replay"
+    tampered = wire.decode_frame(node1.seal(step_header(), BODY))
+    with pytest.raises(FrameRejected) as err:
+        node2.open_decoded(tampered._replace(body=tampered.body[:-1] + bytes([tampered.body[-1] ^ 1])))
+    assert err.value.reason == "tag"
+
+
 def test_seal_does_not_change_the_callers_header(node1):
     header = step_header()
     node1.seal(header, BODY)

@@ -1,4 +1,5 @@
-"""node1/sealed.py: HPKE request opening, sealed reply events, /attestation and /policy, against a fake runtime."""
+"""node1/sealed.py and node1/attestation_api.py against a fake runtime: HPKE request opening, sealed reply
+events (shared/sealed_protocol.py), /attestation and /policy."""
 import json
 import logging
 import shutil
@@ -11,13 +12,13 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from client.sealed import EventOpener, SealedStreamError, open_stream, seal_request
-from node1 import sealed
 from node1.app import create_app
 from node1.config import Node1Config
 from node1.scheduler import Finished
 from node1.text import PromptTooLong
 from shared.config import TeeSettings
 from shared.loading import Release
+from shared import sealed_protocol
 from shared.metrics import NodeMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,10 +154,10 @@ const h = (s) => Uint8Array.from(s.match(/../g).map((b) => parseInt(b, 16)));
 const x = (b) => Array.from(new Uint8Array(b), (v) => v.toString(16).padStart(2, "0")).join("");
 const suite = new lib.CipherSuite({{kem: new lib.DhkemX25519HkdfSha256(), kdf: new lib.HkdfSha256(), aead: new lib.Aes256Gcm()}});
 const pk = await suite.kem.deserializePublicKey(h("{raw_public(key).hex()}").buffer);
-const s = await suite.createSenderContext({{recipientPublicKey: pk, info: new TextEncoder().encode("{sealed.INFO.decode()}")}});
+const s = await suite.createSenderContext({{recipientPublicKey: pk, info: new TextEncoder().encode("{sealed_protocol.INFO.decode()}")}});
 const ct = await s.seal(new TextEncoder().encode({json.dumps(json.dumps(inner))}));
 console.log(JSON.stringify({{enc: x(s.enc), ciphertext: x(ct)}}));"""
-    req, response_key = sealed.open_request(run_node(script), key)
+    req, response_key = sealed_protocol.open_request(run_node(script), key)
     assert req == {"prompt": "hi"} and response_key == bytes.fromhex("11" * 32)
 
 
@@ -235,7 +236,7 @@ def test_bad_sealed_requests_are_400_naming_the_problem(http, rt, mutate, messag
 
 
 def seal_raw(rt, plain: bytes) -> dict:
-    sealed_bytes = sealed.SUITE.encrypt(plain, rt.identity.key.public_key(), info=sealed.INFO)
+    sealed_bytes = sealed_protocol.SUITE.encrypt(plain, rt.identity.key.public_key(), info=sealed_protocol.INFO)
     return {"enc": sealed_bytes[:32].hex(), "ciphertext": sealed_bytes[32:].hex()}
 
 
@@ -253,7 +254,7 @@ def test_bad_inner_requests_are_400(http, rt, plain, message):
 
 def test_a_request_sealed_with_another_info_is_refused(http, rt):
     plain = json.dumps({"request": {"prompt": "x"}, "response_key": "ab" * 32}).encode()
-    raw = sealed.SUITE.encrypt(plain, rt.identity.key.public_key(), info=b"another protocol")
+    raw = sealed_protocol.SUITE.encrypt(plain, rt.identity.key.public_key(), info=b"another protocol")
     r = http.post("/v1/sealed/generate", json={"enc": raw[:32].hex(), "ciphertext": raw[32:].hex()})
     assert r.status_code == 400
 

@@ -1,9 +1,12 @@
-// The page's half of node1's sealed protocol (documented in node1/sealed.py): HPKE out, AES-GCM events back.
+// The page's half of node1's sealed format (shared/sealed_protocol.py documents it and owns the Python
+// halves): HPKE out, AES-GCM events back. tests/test_sealed_protocol.py checks these constants equal its.
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from "./vendor/hpke-core/esm/mod.js";
 import { bytesToHex, hexToBytes } from "./canonical.js";
 
 const INFO = new TextEncoder().encode("twintee/sealed-generate/v1");
 const EVENT_AD = new TextEncoder().encode("twintee/sealed-event/v1");
+const KEY_BYTES = 32;
+const INDEX_BYTES = 8;
 const NONCE_BYTES = 12;
 const DONE = "[DONE]";
 const suite = new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
@@ -12,7 +15,7 @@ export class SealedStreamError extends Error {}
 
 // -> {wire: {enc, ciphertext}, key: CryptoKey}; `body` is a /generate body, node1Key its attested X25519 key.
 export async function sealRequest(body, node1KeyHex) {
-  const raw = crypto.getRandomValues(new Uint8Array(32));
+  const raw = crypto.getRandomValues(new Uint8Array(KEY_BYTES));
   const key = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["decrypt"]);
   const recipientPublicKey = await suite.kem.deserializePublicKey(hexToBytes(node1KeyHex).buffer);
   const sender = await suite.createSenderContext({ recipientPublicKey, info: INFO });
@@ -23,9 +26,9 @@ export async function sealRequest(body, node1KeyHex) {
 }
 
 function eventAd(index) {
-  const ad = new Uint8Array(EVENT_AD.length + 8);
+  const ad = new Uint8Array(EVENT_AD.length + INDEX_BYTES);
   ad.set(EVENT_AD);
-  new DataView(ad.buffer).setBigUint64(EVENT_AD.length, BigInt(index));
+  new DataView(ad.buffer).setBigUint64(EVENT_AD.length, BigInt(index)); // big-endian
   return ad;
 }
 
