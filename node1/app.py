@@ -6,6 +6,7 @@ from flask import Flask, Response, jsonify, request, send_from_directory
 
 from node1.config import Node1Config
 from node1.generate import Run, complete, require_ready, sse_events
+from node1.openai_api import openai_blueprint
 from node1.request import BadRequest, parse_generate
 from node1.runtime import Node1Runtime
 from node1.scheduler import GenerationFailed
@@ -23,6 +24,7 @@ def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> F
     app.extensions["twintee"] = rt
     install_error_handlers(app)
     register_sealed(app, rt)
+    app.register_blueprint(openai_blueprint(config, rt))
 
     @app.get("/health")
     def health():

@@ -1,0 +1,89 @@
+"""node1's OpenAI-compatible routes (GET /v1/models, POST /v1/chat/completions, POST /v1/completions):
+thin adapters over the /generate pipeline, with every error in OpenAI's shape."""
+import logging
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from node1 import openai_shapes as shapes
+from node1.config import Node1Config
+from node1.generate import require_ready
+from node1.openai_choices import Choices
+from node1.openai_request import InvalidRequest, ModelNotFound, OpenAIRequest, parse_chat, parse_text
+from node1.scheduler import GenerationFailed
+from node1.text import PromptTooLong
+from shared.http import ApiError, json_body
+
+log = logging.getLogger("twintee.node1.openai")
+
+
+def openai_blueprint(config: Node1Config, rt) -> Blueprint:
+    bp = Blueprint("openai", __name__)
+    install_openai_errors(bp)
+
+    @bp.get("/v1/models")
+    def models():
+        r = require_ready(rt)
+        created = r.release.manifest.get("created_at")
+        return jsonify(shapes.models(r.release.model_id, created if isinstance(created, int) else 0))
+
+    @bp.post("/v1/chat/completions")
+    def chat_completions():
+        return _serve(parse_chat)
+
+    @bp.post("/v1/completions")
+    def completions():
+        return _serve(parse_text)
+
+    def _serve(parse):
+        body = json_body(request, config.max_body_bytes)
+        r = require_ready(rt)
+        req = parse(body, config.model.max_new_tokens, r.release.model_id)
+        choices = Choices(r, req, _prompt_ids(r, req), r.release.model_id)
+        log.info("openai %s n=%d prompt_tokens=%d max_tokens=%d stream=%s logprobs=%s", req.kind, req.n,
+                 len(choices.prompt_ids), req.max_tokens, req.stream, req.sampling.logprobs)
+        try:
+            if req.stream:
+                return Response(choices.stream(), mimetype="text/event-stream", headers={"Cache-Control": "no-store"})
+            return jsonify(choices.complete())
+        except GenerationFailed as exc:  # before any byte went out: a plain error reply, never a 200
+            raise ApiError(502, str(exc)) from None
+
+    def _prompt_ids(r, req: OpenAIRequest) -> list[int]:
+        limit = config.model.max_input_tokens
+        try:
+            if req.kind == "chat":
+                return r.codec.encode_chat(req.messages, limit)
+            ids = list(r.codec.tok(req.prompt, add_special_tokens=True)["input_ids"])  # no template
+            if len(ids) > limit:
+                raise PromptTooLong(f"the prompt is {len(ids)} tokens; the maximum input length is {limit}")
+            return ids
+        except PromptTooLong as exc:
+            raise InvalidRequest(str(exc), "messages" if req.kind == "chat" else "prompt",
+                                 "context_length_exceeded") from None
+
+    return bp
+
+
+def install_openai_errors(bp: Blueprint) -> None:
+    """Every failure of these routes as {"error": {message, type, param, code}}; the other routes keep
+    shared/http.py's {"error": message}."""
+
+    @bp.errorhandler(InvalidRequest)
+    def _invalid(exc: InvalidRequest):
+        status = 404 if isinstance(exc, ModelNotFound) else 400
+        return jsonify(shapes.error(status, str(exc), exc.param, exc.code)), status
+
+    @bp.errorhandler(ApiError)
+    def _api(exc: ApiError):
+        return jsonify(shapes.error(exc.status, exc.message)), exc.status, exc.headers
+
+    @bp.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        status = exc.code or 500
+        return jsonify(shapes.error(status, "malformed request" if status == 400 else exc.name.lower())), status
+
+    @bp.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.error("unhandled %s", type(exc).__name__)  # the type only: messages may hold content
+        return jsonify(shapes.error(500, "internal error")), 500
