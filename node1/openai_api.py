@@ -1,5 +1,5 @@
 """node1's OpenAI-compatible routes (GET /v1/models, POST /v1/chat/completions, POST /v1/completions):
-thin adapters over the /generate pipeline, with every error in OpenAI's shape."""
+thin adapters over the /generate pipeline, with every error in OpenAI's shape; and GET /openapi.json."""
 import logging
 
 from flask import Blueprint, Response, jsonify, request
@@ -9,6 +9,7 @@ from node1 import openai_shapes as shapes
 from node1.config import Node1Config
 from node1.generate import require_ready
 from node1.openai_choices import Choices
+from node1.openapi import openapi
 from node1.openai_request import InvalidRequest, ModelNotFound, OpenAIRequest, parse_chat, parse_text
 from node1.scheduler import GenerationFailed
 from node1.text import PromptTooLong
@@ -26,6 +27,10 @@ def openai_blueprint(config: Node1Config, rt) -> Blueprint:
         r = require_ready(rt)
         created = r.release.manifest.get("created_at")
         return jsonify(shapes.models(r.release.model_id, created if isinstance(created, int) else 0))
+
+    @bp.get("/openapi.json")
+    def openapi_json():
+        return jsonify(openapi(config, getattr(rt.release, "model_id", None)))
 
     @bp.post("/v1/chat/completions")
     def chat_completions():

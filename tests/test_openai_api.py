@@ -227,3 +227,12 @@ def test_a_failure_mid_stream_is_an_error_event_before_done(http, rt):
     chunks = events(chat(http, stream=True))
     assert chunks[-1]["error"]["message"] == "node2 refused the step: boom" and "choices" not in chunks[-1]
     assert all(g.cancelled.is_set() for g in rt.seen)
+
+
+def test_a_client_leaving_mid_stream_cancels_every_choice(http, rt):
+    r = http.post("/v1/chat/completions", buffered=False, json={
+        "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 2, "stream": True})
+    first = next(r.response)
+    assert first.startswith(b"data: ") and not any(g.cancelled.is_set() for g in rt.seen)
+    r.close()
+    assert len(rt.seen) == 2 and all(g.cancelled.is_set() for g in rt.seen)
