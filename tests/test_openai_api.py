@@ -4,6 +4,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from node1.app import create_app
 from node1.config import Node1Config
@@ -41,6 +42,7 @@ class FakeRuntime:
         self.config = Node1Config(max_body_bytes=4096)
         self.metrics, self.codec = NodeMetrics("node1"), FakeCodec()
         self.release = SimpleNamespace(model_id=MODEL, manifest={"created_at": 1700000000})
+        self.identity = SimpleNamespace(key=X25519PrivateKey.generate())  # what /v1/sealed/openai opens with
         self.fail_at, self.seen = None, []
 
     def health(self, probe: bool = True):
