@@ -140,6 +140,62 @@ def test_non_json_and_too_long_prompts(stack, client, model):
     assert err.value.code == "context_length_exceeded" and err.value.param == "prompt"
 
 
+# --- The verifying encrypted transport for the official client, through a host in the middle -----------
+
+SECRET = "the launch code is 5512-alpha"
+
+
+def sealed_client(url: str, release_dir):
+    import httpx
+
+    from client.openai_transport import VerifyingTransport
+
+    transport = VerifyingTransport(url, release_dir)
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300,
+                         http_client=httpx.Client(transport=transport)), transport
+
+
+def test_the_encrypted_transport_shows_the_host_only_ciphertext(stack, release_dir, model):
+    from tests.proxy import HostProxy
+
+    ask = dict(model=model, messages=[{"role": "user", "content": SECRET}], max_tokens=12, temperature=0)
+    direct = openai.OpenAI(base_url=stack.url("node1") + "/v1", api_key="unused", timeout=300)
+    expected = direct.chat.completions.create(**ask).choices[0].message.content
+    with HostProxy(stack.url("node1")) as host:
+        client, transport = sealed_client(host.url, release_dir)
+        plain = client.chat.completions.create(**ask).choices[0].message.content
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**ask, stream=True))
+        captured = host.capture()
+        paths = host.paths()
+    assert plain == streamed == expected and len(expected) > 10
+    assert transport.reports["node1"].ok and transport.reports["node2"].ok
+    assert set(paths) == {"attestation", "v1/sealed/openai"} and paths.count("attestation") == 1
+    for text in (SECRET, expected, "chat.completion"):  # (the model id is public: the evidence names it)
+        assert text.encode() not in captured
+
+
+def test_the_encrypted_transport_refuses_to_send_when_evidence_is_tampered(stack, release_dir, model):
+    import json
+
+    from client.openai_transport import NotVerified
+    from tests.proxy import HostProxy
+
+    def swap_node1_key(path: str, body: bytes) -> bytes:
+        if path != "attestation":
+            return body
+        doc = json.loads(body)
+        doc["node1"]["public_key"] = "11" * 32  # the host offers its own key, so prompts would be sealed to it
+        return json.dumps(doc).encode()
+
+    with HostProxy(stack.url("node1")) as host:
+        host.rewrite = swap_node1_key
+        client, _ = sealed_client(host.url, release_dir)
+        with pytest.raises(openai.APIConnectionError) as err:
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": SECRET}])
+        assert host.paths() == ["attestation"]  # nothing else went out
+    assert isinstance(err.value.__cause__, NotVerified) and "report_data" in str(err.value.__cause__)
+
+
 # --- The API description against the running node1 (schemathesis) ------------------------------------
 
 CAPPED = 4  # generated bodies ask for at most this many tokens: the run is about shapes, not lengths
