@@ -10,9 +10,15 @@ from node1 import openai_shapes as shapes
 from node1.config import Node1Config
 from node1.generate import require_ready
 from node1.openai_choices import Choices
+from node1.openai_request import (
+    InvalidRequest,
+    ModelNotFound,
+    OpenAIRequest,
+    parse_chat,
+    parse_text,
+)
 from node1.openai_sealed import sealed_reply
 from node1.openapi import openapi
-from node1.openai_request import InvalidRequest, ModelNotFound, OpenAIRequest, parse_chat, parse_text
 from node1.scheduler import GenerationFailed
 from node1.text import PromptTooLong
 from shared.http import ApiError, json_body

@@ -1,8 +1,8 @@
 """The JSON shapes of OpenAI's API as node1 returns them: completions, stream chunks, logprobs, usage,
 models and errors (as the official `openai` package parses them; vLLM's server returns the same)."""
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 TokenText = Callable[[int], str]  # one token id -> its text, as the codec decodes it alone
 

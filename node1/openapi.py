@@ -119,6 +119,10 @@ def openapi(config: Node1Config, model_id: str | None) -> dict:
 
 
 def _schemas(config: Node1Config, model_id: str | None) -> dict:
+    return {**_request_schemas(config, model_id), **_reply_schemas()}
+
+
+def _request_schemas(config: Node1Config, model_id: str | None) -> dict:
     max_new = config.model.max_new_tokens
     stop = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_STOP_CHARS},
                       {"type": "array", "maxItems": MAX_STOP_STRINGS,
@@ -143,15 +147,41 @@ def _schemas(config: Node1Config, model_id: str | None) -> dict:
         "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {
             "type": "object", "required": ["type", "text"],
             "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}}]}}}
-    usage = {"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
-             "properties": {k: {"type": "integer", "minimum": 0} for k in ("prompt_tokens", "completion_tokens",
-                                                                            "total_tokens")}}
-    finish = {"enum": ["stop", "length"]}
-    completion = lambda obj, choice: {  # noqa: E731 - the two completion objects differ only here
-        "type": "object", "required": ["id", "object", "created", "model", "choices", "usage"],
-        "properties": {"id": {"type": "string"}, "object": {"const": obj}, "created": {"type": "integer"},
-                       "model": {"type": "string"}, "usage": usage,
-                       "choices": {"type": "array", "minItems": 1, "items": choice}}}
+    return {
+        "ChatRequest": {"type": "object", "required": ["model", "messages"], "properties": {
+            **openai_common, "messages": {"type": "array", "minItems": 1, "items": message},
+            "max_completion_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": max_new},
+            "logprobs": {"type": ["boolean", "null"]},
+            "top_logprobs": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_LOGPROBS}}},
+        "CompletionRequest": {"type": "object", "required": ["model", "prompt"], "properties": {
+            **openai_common, "prompt": {"type": "string", "minLength": 1},
+            "logprobs": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_LOGPROBS}}},
+        "GenerateRequest": {"type": "object", "properties": {
+            "prompt": {"type": "string", "minLength": 1},
+            "messages": {"type": "array", "minItems": 1, "items": {**message, "properties": {
+                "role": {"enum": list(ROLES)}, "content": {"type": "string"}}}},
+            "max_tokens": {"type": "integer", "minimum": 1, "maximum": max_new}, **sampling}},
+        "SealedRequest": {"type": "object", "required": ["enc", "ciphertext"], "properties": {
+            "enc": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "ciphertext": {"type": "string", "pattern": "^([0-9a-f]{2})+$"}}},
+    }
+
+
+FINISH = {"enum": ["stop", "length"]}
+USAGE = {"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+         "properties": {k: {"type": "integer", "minimum": 0} for k in ("prompt_tokens", "completion_tokens",
+                                                                        "total_tokens")}}
+
+
+def _completion(obj: str, choice: dict) -> dict:
+    """The two completion objects differ only in their `object` and their choices."""
+    return {"type": "object", "required": ["id", "object", "created", "model", "choices", "usage"],
+            "properties": {"id": {"type": "string"}, "object": {"const": obj}, "created": {"type": "integer"},
+                           "model": {"type": "string"}, "usage": USAGE,
+                           "choices": {"type": "array", "minItems": 1, "items": choice}}}
+
+
+def _reply_schemas() -> dict:
     return {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
         "OpenAIError": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -163,37 +193,21 @@ def _schemas(config: Node1Config, model_id: str | None) -> dict:
                 "type": "object", "required": ["id", "object", "created", "owned_by"],
                 "properties": {"id": {"type": "string"}, "object": {"const": "model"},
                                "created": {"type": "integer"}, "owned_by": {"type": "string"}}}}}},
-        "ChatRequest": {"type": "object", "required": ["model", "messages"], "properties": {
-            **openai_common, "messages": {"type": "array", "minItems": 1, "items": message},
-            "max_completion_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": max_new},
-            "logprobs": {"type": ["boolean", "null"]},
-            "top_logprobs": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_LOGPROBS}}},
-        "CompletionRequest": {"type": "object", "required": ["model", "prompt"], "properties": {
-            **openai_common, "prompt": {"type": "string", "minLength": 1},
-            "logprobs": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_LOGPROBS}}},
-        "ChatCompletion": completion("chat.completion", {
+        "ChatCompletion": _completion("chat.completion", {
             "type": "object", "required": ["index", "message", "finish_reason", "logprobs"],
-            "properties": {"index": {"type": "integer"}, "finish_reason": finish,
+            "properties": {"index": {"type": "integer"}, "finish_reason": FINISH,
                            "logprobs": {"type": ["object", "null"]},
                            "message": {"type": "object", "required": ["role", "content"], "properties": {
                                "role": {"const": "assistant"}, "content": {"type": "string"}}}}}),
-        "TextCompletion": completion("text_completion", {
+        "TextCompletion": _completion("text_completion", {
             "type": "object", "required": ["index", "text", "finish_reason", "logprobs"],
-            "properties": {"index": {"type": "integer"}, "text": {"type": "string"}, "finish_reason": finish,
+            "properties": {"index": {"type": "integer"}, "text": {"type": "string"}, "finish_reason": FINISH,
                            "logprobs": {"type": ["object", "null"]}}}),
-        "GenerateRequest": {"type": "object", "properties": {
-            "prompt": {"type": "string", "minLength": 1},
-            "messages": {"type": "array", "minItems": 1, "items": {**message, "properties": {
-                "role": {"enum": list(ROLES)}, "content": {"type": "string"}}}},
-            "max_tokens": {"type": "integer", "minimum": 1, "maximum": max_new}, **sampling}},
         "GenerateReply": {"type": "object", "required": ["text", "token_ids", "finish_reason", "usage", "metrics"],
                           "properties": {"text": {"type": "string"},
                                          "token_ids": {"type": "array", "items": {"type": "integer"}},
-                                         "finish_reason": finish, "usage": {"type": "object"},
+                                         "finish_reason": FINISH, "usage": {"type": "object"},
                                          "metrics": {"type": "object"}}},
-        "SealedRequest": {"type": "object", "required": ["enc", "ciphertext"], "properties": {
-            "enc": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-            "ciphertext": {"type": "string", "pattern": "^([0-9a-f]{2})+$"}}},
         "Health": {"type": "object", "required": ["status", "role"], "properties": {
             "status": {"type": "string"}, "role": {"const": "node1"}}},
     }

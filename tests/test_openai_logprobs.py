@@ -47,7 +47,7 @@ def test_tokens_frame_carries_logprobs_only_for_sessions_that_asked():
     _, ids, _ = wire.parse_tokens(header, body)
     assert ids == [7, 8] and ids[0].logprob == -0.25 and ids[0].top == ((7, -0.25), (9, -3.0))
     assert not isinstance(ids[1], wire.SampledToken)
-    plain_header, plain_body = wire.tokens_message(results, [7, 8], {})
+    _, plain_body = wire.tokens_message(results, [7, 8], {})
     assert b"logprobs" not in plain_body  # a frame with none is as it was before logprobs
 
 

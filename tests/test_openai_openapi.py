@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from tests.test_openai_api import FakeRuntime
 from node1.app import create_app
+from tests.test_openai_api import FakeRuntime
 
 
 @pytest.fixture()
