@@ -9,6 +9,7 @@ from node1.attestation_api import register_attestation
 from node1.config import Node1Config
 from node1.generate import complete, event_payloads, sse, start_run
 from node1.request import BadRequest
+from node1.openai_api import openai_blueprint
 from node1.runtime import Node1Runtime
 from node1.scheduler import GenerationFailed
 from node1.sealed import register_sealed
@@ -29,6 +30,7 @@ def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> F
     install_metrics(app, rt.metrics, refresh=rt.refresh_gauges)
     register_attestation(app, rt)
     register_sealed(app, rt)
+    app.register_blueprint(openai_blueprint(config, rt))
 
     @app.get("/health")
     def health():

@@ -119,6 +119,12 @@ def event_payloads(run: Run):
 
 
 def sse(payloads):
-    """text/event-stream: one `data:` event per payload."""
-    for payload in payloads:
-        yield f"data: {payload}\n\n"
+    """text/event-stream: one `data:` event per payload. Closing it (the client went away) closes
+    the payloads too, so the generations behind them are cancelled at once."""
+    try:
+        for payload in payloads:
+            yield f"data: {payload}\n\n"
+    finally:
+        close = getattr(payloads, "close", None)
+        if close is not None:
+            close()

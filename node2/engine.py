@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from node2.sampling import sample, session_seed
+from node2.sampling import logprobs, sample, session_seed
 from shared import memory, model, wire
 from shared.config import ModelSettings
 from shared.kv import CacheOverflow, SessionCache
@@ -136,7 +136,9 @@ class Engine:
         out = {}
         for i, (e, sess) in enumerate(live):
             try:
-                out[e["id"]] = sample(logits[i], sess.sampling, sess.seed, e["pos"] + e["n"])
+                out[e["id"]] = token = sample(logits[i], sess.sampling, sess.seed, e["pos"] + e["n"])
+                if sess.sampling.logprobs is not None:  # only the sessions that asked pay for a top-k
+                    out[e["id"]] = wire.SampledToken(token, *logprobs(logits[i], token, sess.sampling.logprobs))
             except RuntimeError as exc:  # e.g. non-finite logits: this session ends, the others go on
                 log.warning("session %s could not be sampled: %s", e["id"][:8], type(exc).__name__)
                 errors[e["id"]] = "sampling failed for this sequence"

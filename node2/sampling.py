@@ -43,3 +43,21 @@ def sample(logits: torch.Tensor, s: SamplingParams, seed: int, position: int) ->
         return int(torch.argmax(logits))
     pick = int(torch.multinomial(probs / total, 1, generator=generator(seed, position)))
     return int(index[pick]) if index is not None else pick
+
+
+LOGPROB_FLOOR = -9999.0  # what OpenAI reports for a token the model gives no chance: finite, for JSON
+
+
+def logprobs(logits: torch.Tensor, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:
+    """logits: [V], the very row `token` was drawn from -> (token's logprob, the k most likely [(id, logprob)]).
+
+    The model's own distribution, before temperature and top-p, as OpenAI and vLLM report it; drawing
+    the token is untouched (this runs after it and uses no generator)."""
+    lp = torch.log_softmax(logits.float(), dim=-1)  # [V]
+    top = torch.topk(lp, k) if k else None
+    pairs = [] if top is None else [(int(i), _floor(v)) for v, i in zip(top.values.tolist(), top.indices.tolist())]
+    return _floor(float(lp[token])), pairs
+
+
+def _floor(v: float) -> float:
+    return max(min(v, 0.0), LOGPROB_FLOOR)

@@ -12,6 +12,7 @@ MAX_TEMPERATURE = 2.0  # OpenAI's range
 GREEDY_BELOW = 1e-5
 MIN_TOP_P = 1e-6
 MAX_SEED = 2**63 - 1
+MAX_LOGPROBS = 5  # OpenAI's top_logprobs limit for completions; each costs node2 a top-k per token
 
 
 class SamplingError(ValueError):
@@ -29,6 +30,7 @@ class SamplingParams:
     temperature: float = 0.0  # 0 (or below GREEDY_BELOW) = greedy
     top_p: float = 1.0
     seed: int | None = None
+    logprobs: int | None = None  # None: none; k: each token's logprob and its k most likely candidates'
 
     def __post_init__(self):
         object.__setattr__(self, "temperature", _number(self.temperature, "temperature", 0.0, MAX_TEMPERATURE))
@@ -36,6 +38,9 @@ class SamplingParams:
         seed = self.seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
             raise SamplingError(f"'seed' must be an integer from 0 to {MAX_SEED}")
+        k = self.logprobs
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= MAX_LOGPROBS):
+            raise SamplingError(f"'logprobs' must be an integer from 0 to {MAX_LOGPROBS}")
 
     @property
     def greedy(self) -> bool:
@@ -50,7 +55,7 @@ class SamplingParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplingParams":
-        return cls(d.get("temperature", 0.0), d.get("top_p", 1.0), d.get("seed"))
+        return cls(d.get("temperature", 0.0), d.get("top_p", 1.0), d.get("seed"), d.get("logprobs"))
 
     def to_dict(self) -> dict:
         return asdict(self)

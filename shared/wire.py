@@ -5,6 +5,7 @@ keys, no spaces) so that the exact bytes can serve as AEAD associated data. Tens
 safetensors bytes: never pickle, never JSON float lists.
 """
 import json
+import math
 import struct
 from typing import NamedTuple
 
@@ -66,7 +67,9 @@ def bytes_to_tensors(data: bytes) -> dict[str, torch.Tensor]:
 #                        (segments: a replay's original step lengths, summing to n; see segments_of)
 #                        body:   safetensors {"hidden": [N, D]}, metadata {"open": {id: params}}
 # tokens node2 -> node1  header: sessions [{id, step, ok}]
-#                        body:   safetensors {"ids": [B] int64}, metadata {"errors": {id: message}}
+#                        body:   safetensors {"ids": [B] int64}, metadata {"errors": {id: message},
+#                                "logprobs": {id: [logprob, [[candidate id, logprob], ...]]} (only the
+#                                sessions that asked for them; absent when none did)}
 # Session ids are random 128-bit hex; sampling parameters ride in the (sealed) body, not the header.
 
 MAX_SESSIONS_PER_FRAME = 256
@@ -154,9 +157,28 @@ def step_alone(header: dict) -> bool:
     return header.get("alone") is True
 
 
+class SampledToken(int):
+    """A token id as node2 drew it, carrying its logprob and top candidates [(id, logprob)] when its
+    session asked for them. It is an int everywhere else, so the scheduler queues it to the
+    generation unchanged and only the code that wants logprobs looks for them."""
+
+    def __new__(cls, token: int, logprob: float, top=()):
+        self = super().__new__(cls, token)
+        self.logprob, self.top = logprob, tuple(top)
+        return self
+
+
+MAX_TOP_CANDIDATES = 5
+
+
 def tokens_message(results: list[dict], ids: list[int], errors: dict[str, str]) -> tuple[dict, bytes]:
     header = {"type": "tokens", "sessions": results}
-    body = st_save({"ids": torch.tensor(ids, dtype=torch.int64)}, metadata={"errors": json.dumps(errors)})
+    meta = {"errors": json.dumps(errors)}
+    logprobs = {r["id"]: [t.logprob, [list(c) for c in t.top]]
+                for r, t in zip(results, ids) if isinstance(t, SampledToken)}
+    if logprobs:  # additive: a frame without logprobs is byte-identical to what it was before them
+        meta["logprobs"] = json.dumps(logprobs)
+    body = st_save({"ids": torch.tensor([int(t) for t in ids], dtype=torch.int64)}, metadata=meta)
     return header, body
 
 
@@ -171,7 +193,40 @@ def parse_tokens(header: dict, body: bytes) -> tuple[list[dict], list[int], dict
         errors = json.loads(meta.get("errors", "{}"))
     except ValueError as exc:
         raise WireError("errors metadata is not JSON") from exc
-    return results, ids.tolist(), errors
+    return results, _with_logprobs(results, ids.tolist(), meta.get("logprobs")), errors
+
+
+def _with_logprobs(results: list[dict], ids: list[int], raw: str | None) -> list[int]:
+    """The ids, each one whose session got logprobs as a SampledToken carrying them."""
+    if raw is None:
+        return ids
+    try:
+        logprobs = json.loads(raw)
+    except ValueError as exc:
+        raise WireError("logprobs metadata is not JSON") from exc
+    if not isinstance(logprobs, dict):
+        raise WireError("logprobs metadata is not an object")
+    index = {r.get("id"): i for i, r in enumerate(results) if isinstance(r, dict)}
+    for sid, value in logprobs.items():
+        if sid not in index:
+            raise WireError("logprobs for a session not in the frame")
+        logprob, top = _token_logprobs(value)
+        ids[index[sid]] = SampledToken(ids[index[sid]], logprob, top)
+    return ids
+
+
+def _token_logprobs(value) -> tuple[float, list[tuple[int, float]]]:
+    if not (isinstance(value, list) and len(value) == 2 and _logprob(value[0]) and isinstance(value[1], list)
+            and len(value[1]) <= MAX_TOP_CANDIDATES):
+        raise WireError(f"a token's logprobs must be [logprob, at most {MAX_TOP_CANDIDATES} candidates]")
+    top = value[1]
+    if not all(isinstance(c, list) and len(c) == 2 and _nonneg_int(c[0]) and _logprob(c[1]) for c in top):
+        raise WireError("a logprob candidate must be [token id, logprob]")
+    return float(value[0]), [(c[0], float(c[1])) for c in top]
+
+
+def _logprob(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x <= 0
 
 
 def _load_with_meta(body: bytes, name: str) -> tuple[torch.Tensor, dict]:
