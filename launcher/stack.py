@@ -1,6 +1,7 @@
 """TwinTEE's processes on one machine: each role's gunicorn on a unix socket in a private runtime
 directory, behind the role's nginx on the role's public port; `Stack` starts, waits for and stops them
 (for `make run`, the end-to-end tests and the benchmark)."""
+import ctypes
 import os
 import shutil
 import signal
@@ -120,8 +121,8 @@ class Stack:
         out = open(self.log_dir / f"{role}.log", "ab") if self.log_dir else None
         # Its own session: a Ctrl-C in the terminal reaches the launcher alone, which stops the
         # processes in order; before, every gunicorn got it at once and quit mid-generation.
-        return subprocess.Popen(command, cwd=self.root, env=self.env, stdout=out,
-                                stderr=subprocess.STDOUT if out else None, start_new_session=True)
+        return subprocess.Popen(command, cwd=self.root, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                start_new_session=True, preexec_fn=_stop_with_parent)
 
     def exited(self, role: str) -> tuple[str, int] | None:
         """(which process, its exit code) if the role's gunicorn or nginx has exited, else None."""
@@ -164,6 +165,16 @@ class Stack:
                 proc.send_signal(sig)
         for proc, what in ((server, role), (front, f"{role}'s nginx")):
             _wait_or_kill(proc, what, self.deadline_s + 2 * GRACE_MARGIN_S)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> None:
+    """In the child before exec: SIGTERM when the thread that started it dies, even by SIGKILL. Its own
+    session no longer shares the launcher's fate otherwise, and would keep the ports. (The Stack starts
+    processes from the main thread: a thread that exits would take its children with it.)"""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _running(proc: subprocess.Popen | None) -> bool:
