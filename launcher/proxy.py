@@ -1,7 +1,7 @@
 """One role's nginx: its configuration rendered from the measured template (attestation/proxy.py), its
 private prefix inside the stack's runtime directory, and the command that runs it in the foreground."""
-import getpass
 import os
+import pwd
 import shutil
 from pathlib import Path
 
@@ -40,7 +40,7 @@ def prepare(role: str, run_dir: Path, host: str, port: int, env: dict, shutdown_
         (prefix / sub).mkdir(parents=True, exist_ok=True)
     # Only root may name a user; nginx's default then is `nobody`, which could not enter the private
     # runtime directory. Its workers run as the same user as gunicorn, whoever that is.
-    user = getpass.getuser() if os.geteuid() == 0 else None
+    user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
     conf = prefix / "nginx.conf"
     conf.write_text(render(role, host=host, port=port, socket=str(socket_path(run_dir, role)), prefix=str(prefix),
                            max_body=max_body_bytes(role, env), shutdown_s=shutdown_s, user=user))
