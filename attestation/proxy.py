@@ -32,7 +32,8 @@ ROLES = {
 CONNS_PER_CLIENT = 128
 # Statuses nginx itself can answer (a gunicorn answer passes through as the app wrote it).
 ERRORS = {
-    400: "bad request", 408: "request timed out", 413: "request body too large", 414: "request URI too long",
+    400: "bad request", 408: "request timed out", 413: "request body is over the limit of {max_body} bytes",
+    414: "request URI too long",
     429: "too many requests from this address: retry shortly", 431: "request headers too large",
     500: "internal error in the proxy", 502: "the service behind the proxy is not answering",
     503: "service unavailable", 504: "the service behind the proxy timed out",
@@ -123,11 +124,12 @@ STREAM = """\
 """
 
 
-def _error_pages() -> str:
+def _error_pages(max_body: int) -> str:
     # URIs, not named locations: a request line too long to parse (414) has no URI to redirect from.
     lines = [f"        error_page {status} /.errors/{status};" for status in ERRORS if status != 431]
     lines.append("        error_page 494 =431 /.errors/431;  # nginx's own code for headers too large")
     for status, message in ERRORS.items():
+        message = message.format(max_body=max_body)  # the app's own words for its limit
         extra = " add_header Retry-After 1 always;" if status == 429 else ""
         lines.append(f"        location = /.errors/{status} {{ internal; default_type application/json;{extra} "
                      f"return {status} '{{\"error\": \"{message}\"}}\\n'; }}")
@@ -143,4 +145,4 @@ def render(role: str, *, host: str, port: int, socket: str, prefix: str, max_bod
         role=role, user=f"user {user};" if user else "# runs as the user that starts it", prefix=prefix,
         shutdown_s=max(1, round(shutdown_s)), max_body=max_body, rate=spec.rate, burst=spec.burst,
         conns=CONNS_PER_CLIENT, socket=socket, host=host, port=port, read_timeout_s=spec.read_timeout_s,
-        streams=streams, error_pages=_error_pages())
+        streams=streams, error_pages=_error_pages(max_body))

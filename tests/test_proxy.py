@@ -45,6 +45,7 @@ def test_every_status_nginx_can_return_has_a_json_body():
     bodies = dict(re.findall(r"return (\d{3}) '(.*?)\\n';", conf))
     assert set(map(int, bodies)) == set(ERRORS) >= {400, 408, 413, 414, 429, 431, 500, 502, 503, 504}
     assert all("error" in json.loads(body) for body in bodies.values())
+    assert json.loads(bodies["413"])["error"] == "request body is over the limit of 1024 bytes"  # as the app says
     for status in ERRORS:
         assert re.search(rf"error_page (\d+ )*{status if status != 431 else '494 =431'} ", conf), status
 
