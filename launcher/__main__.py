@@ -1,7 +1,8 @@
-"""`python -m launcher` (what `make run` runs): starts the broker, node2 and node1 in the foreground and
-supervises them as a container restart policy would: a process that dies is restarted with backoff,
-up to MAX_RESTARTS within RESTART_WINDOW_S; one that refuses its configuration (exit 4, gunicorn's
-"App failed to load") is not, since a restart cannot fix it. Only Ctrl-C or SIGTERM stops all three.
+"""`python -m launcher` (what `make run` runs): starts the broker, node2 and node1, each behind its nginx,
+and supervises them as a container restart policy would: a process that dies is restarted after a
+backoff, up to MAX_RESTARTS within RESTART_WINDOW_S; one that refuses its configuration (exit 4,
+gunicorn's "App failed to load") is not, since a restart cannot fix it. Only Ctrl-C or SIGTERM stops
+all three: node1, then node2, then the broker, each finishing its requests in flight first.
 """
 import signal
 import sys
@@ -12,32 +13,44 @@ from launcher.stack import Stack
 MAX_RESTARTS, RESTART_WINDOW_S = 5, 300.0
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 CONFIG_REFUSED = 4
+POLL_S = 0.5  # how soon a death, a due restart or Ctrl-C is acted on
 
 
 class Supervisor:
-    def __init__(self, stack: Stack, clock=time.monotonic, sleep=time.sleep):
-        self.stack, self.clock, self.sleep = stack, clock, sleep
+    """Restarts dead processes. It never sleeps: a restart waits out its backoff as a due time checked
+    on later calls, so Ctrl-C during a backoff stops everything at once."""
+
+    def __init__(self, stack: Stack, clock=time.monotonic):
+        self.stack, self.clock = stack, clock
         self.restarts: dict[str, list[float]] = {}
+        self.due: dict[str, float] = {}  # role -> when its pending restart may run
 
     def check(self) -> bool:
-        """Restarts any process that exited; -> False when one cannot be (refused config, or too many)."""
-        for role, proc in list(self.stack.procs.items()):
-            code = proc.poll()
-            if code is None:
+        """Restarts what is due and schedules what died; -> False when one cannot be (refused config, or too many)."""
+        for role in list(self.stack.procs):
+            if role in self.due:
+                if self.clock() >= self.due[role]:
+                    del self.due[role]
+                    self.stack.start(role)
                 continue
-            if code == CONFIG_REFUSED:
-                print(f"{role} refused its configuration (see above); stopping", flush=True)
+            dead = self.stack.exited(role)
+            if dead is not None and not self._schedule(role, *dead):
                 return False
-            recent = [t for t in self.restarts.get(role, []) if self.clock() - t < RESTART_WINDOW_S]
-            if len(recent) >= MAX_RESTARTS:
-                print(f"{role} exited (code {code}) {len(recent)} times in {RESTART_WINDOW_S:.0f} s; stopping", flush=True)
-                return False
-            delay = BACKOFF_S[min(len(recent), len(BACKOFF_S) - 1)]
-            print(f"{role} exited with code {code}; restarting in {delay:.0f} s "
-                  f"(restart {len(recent) + 1} of {MAX_RESTARTS} allowed in {RESTART_WINDOW_S:.0f} s)", flush=True)
-            self.sleep(delay)
-            self.restarts[role] = [*recent, self.clock()]
-            self.stack.start(role)
+        return True
+
+    def _schedule(self, role: str, what: str, code: int) -> bool:
+        if code == CONFIG_REFUSED:
+            print(f"{what} refused its configuration (see above); stopping", flush=True)
+            return False
+        recent = [t for t in self.restarts.get(role, []) if self.clock() - t < RESTART_WINDOW_S]
+        if len(recent) >= MAX_RESTARTS:
+            print(f"{what} exited (code {code}) {len(recent)} times in {RESTART_WINDOW_S:.0f} s; stopping", flush=True)
+            return False
+        delay = BACKOFF_S[min(len(recent), len(BACKOFF_S) - 1)]
+        print(f"{what} exited with code {code}; restarting in {delay:.0f} s "
+              f"(restart {len(recent) + 1} of {MAX_RESTARTS} allowed in {RESTART_WINDOW_S:.0f} s)", flush=True)
+        self.restarts[role] = [*recent, self.clock()]
+        self.due[role] = self.clock() + delay
         return True
 
 
@@ -61,9 +74,11 @@ def main() -> int:
         stack.start("node1")
         print(f"node1 starting on {stack.url('node1')} (web page and POST /generate); Ctrl-C stops all three", flush=True)
         while not stopping and healthy:
-            time.sleep(0.5)
+            time.sleep(POLL_S)
             healthy = stopping or supervisor.check()
     finally:
+        print(f"stopping: node1, node2, then the broker; generations in flight have {stack.deadline_s:.0f} s "
+              "to finish", flush=True)
         stack.stop()
         print("stopped", flush=True)
     return 0 if healthy else 1

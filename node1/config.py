@@ -23,6 +23,9 @@ class Node1Config:
     # How long a batch waits for node2 to come back (a restarted node2 loads in ~10 s) before its
     # generations fail; within it, each is replayed into the new node2 and goes on unchanged.
     node2_recovery_s: float = 60.0
+    # On a graceful stop, how long generations in flight may go on before each ends with a clean error
+    # (the launcher gives gunicorn and nginx this plus a margin, so nothing is SIGKILLed).
+    shutdown_deadline_s: float = 20.0
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
@@ -37,6 +40,8 @@ class Node1Config:
             raise ConfigError(f"TWINTEE_MAX_CONCURRENT must be 1 to {GUNICORN_THREADS - CONTROL_THREADS} (gunicorn's "
                               f"{GUNICORN_THREADS} threads minus {CONTROL_THREADS} for the control plane)")
 
+        if not 0 <= self.shutdown_deadline_s <= 3600:
+            raise ConfigError("TWINTEE_SHUTDOWN_DEADLINE_S must be 0 to 3600 seconds")
         if not 0 < self.node2_recovery_s <= 3600:
             raise ConfigError("TWINTEE_NODE2_RECOVERY_S must be more than 0 and at most 3600 seconds")
 
@@ -52,4 +57,5 @@ class Node1Config:
             pipeline_slots=env_int(env, "TWINTEE_PIPELINE_SLOTS", 2),
             max_concurrent=env_int(env, "TWINTEE_MAX_CONCURRENT", 32),
             node2_recovery_s=env_float(env, "TWINTEE_NODE2_RECOVERY_S", 60.0),
+            shutdown_deadline_s=env_float(env, "TWINTEE_SHUTDOWN_DEADLINE_S", 20.0),
         )

@@ -144,6 +144,21 @@ class Scheduler:
         return sum(c.nbytes for c in caches if c is not None)
 
     @property
+    def idle(self) -> bool:
+        """Nothing to compute and every close already sent to node2."""
+        return not self.active and not self.closing and self.waiting.empty()
+
+    def end_all(self, failure: GenerationFailed) -> int:
+        """Ends every generation it holds with `failure` (shutdown past its deadline): each request's
+        thread reads it as its next item, and the loop retires them and closes their node2 sessions."""
+        gens = [*list(self.active), *list(self.waiting.queue)]
+        for gen in gens:
+            gen.out.put(failure)
+            gen.cancel()
+        self.wake.set()
+        return len(gens)
+
+    @property
     def load(self) -> int:
         return len(self.active) + self.waiting.qsize()
 

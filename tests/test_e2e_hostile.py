@@ -1,10 +1,15 @@
 """Hostile clients against the real processes (issue 12): an outsider with no credentials relays
 node1's public attestation into node2's handshake and the broker's key release while a victim
-generates; the victim's tokens must be its reference tokens, and both relays must be refused."""
+generates; the victim's tokens must be its reference tokens, and both relays must be refused. Slow
+and oversized clients meet nginx (launcher/proxy.py), which holds them so gunicorn never does."""
+import http.client
 import json
 import os
 import re
+import socket
+import statistics
 import threading
+import time
 
 import pytest
 import requests
@@ -133,3 +138,115 @@ def test_every_process_is_non_dumpable_with_no_core_files(stack):
             assert any(line.startswith("Max core file size") and line.split()[4:6] == ["0", "0"]
                        for line in limits.splitlines()), limits
 
+
+
+class SlowBodies:
+    """n connections that send headers declaring a 1 MB body, a few bytes of it, then a byte every
+    `every` seconds (issue 12: 32 of them froze node1's /health for 45 s when gunicorn faced clients)."""
+
+    def __init__(self, url: str, path: str, n: int = 64, every: float = 3.0):
+        from urllib.parse import urlsplit
+
+        where = urlsplit(url)
+        self.socks, self.every, self.stop = [], every, threading.Event()
+        head = (f"POST {path} HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: 1000000\r\n\r\n").encode()
+        for _ in range(n):
+            s = socket.create_connection((where.hostname, where.port), timeout=10)
+            s.sendall(head + b'{"prompt": "')
+            self.socks.append(s)
+        self.thread = threading.Thread(target=self._trickle, daemon=True)
+        self.thread.start()
+
+    def _trickle(self):
+        while not self.stop.wait(self.every):
+            for s in self.socks:
+                try:
+                    s.sendall(b"a")
+                except OSError:
+                    pass  # dropped by the server: its deadline, which is allowed
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        for s in self.socks:
+            s.close()
+
+
+def poll_health(urls, until: threading.Event, worst: dict):
+    """Times each role's /health every 0.25 s until `until` is set; keeps the slowest answer per URL."""
+    while not until.is_set():
+        for url in urls:
+            t0 = time.monotonic()
+            try:
+                ok = requests.get(url + "/health", timeout=10).status_code == 200
+            except requests.RequestException:
+                ok = False
+            worst[url] = max(worst.get(url, 0.0), time.monotonic() - t0 if ok else float("inf"))
+        until.wait(0.25)
+
+
+@pytest.mark.parametrize("role, path", [("node1", "/generate"), ("node2", "/v1/step")])
+def test_64_slow_bodies_never_hold_the_service(stack, role, path):
+    reference = requests.post(stack.url("node1") + "/generate", json=VICTIM, timeout=120).json()["token_ids"]
+    attack = SlowBodies(stack.url(role), path)
+    done, worst = threading.Event(), {}
+    poller = threading.Thread(target=poll_health, args=([stack.url("node1"), stack.url("node2")], done, worst))
+    poller.start()
+    try:
+        t0 = time.monotonic()
+        victim = requests.post(stack.url("node1") + "/generate", json=VICTIM, timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        done.set()
+        poller.join()
+        attack.close()
+    print(f"64 slow bodies on {role}{path}: victim generation {took:.1f} s; slowest /health: "
+          + ", ".join(f"{u.rsplit(':', 1)[1]} {s:.3f} s" for u, s in worst.items()))
+    assert victim.status_code == 200 and victim.json()["token_ids"] == reference
+    assert max(worst.values()) < 2.0  # the deadline is the behaviour under test
+
+
+@pytest.mark.parametrize("role", ["node1", "node2", "broker"])
+def test_oversized_headers_and_uris_get_json_errors_from_nginx(stack, role):
+    big_header = requests.get(stack.url(role) + "/health", headers={"X-Pad": "a" * 20_000}, timeout=10)
+    assert big_header.status_code in (431, 494) and "error" in big_header.json()
+    assert big_header.headers["Content-Type"] == "application/json"
+    big_uri = requests.get(stack.url(role) + "/" + "a" * 20_000, timeout=10)
+    assert big_uri.status_code == 414 and "error" in big_uri.json()
+    assert big_uri.headers["Content-Type"] == "application/json"
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str):
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def get_seconds(conn: http.client.HTTPConnection, path: str) -> float:
+    t0 = time.perf_counter()
+    conn.request("GET", path)
+    conn.getresponse().read()
+    return time.perf_counter() - t0
+
+
+def test_gunicorn_listens_on_no_tcp_port_only_on_a_private_socket(stack):
+    import psutil
+
+    for role in ("node1", "node2", "broker"):
+        master = psutil.Process(stack.procs[role].pid)
+        for proc in (master, *master.children()):
+            assert not [c for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN], role
+        assert stack.socket(role).is_socket() and stack.socket(role).parent.stat().st_mode & 0o077 == 0
+    # What nginx adds on node1's link to node2, per step: one more loopback hop, kept alive both ways.
+    direct_conn = UnixHTTPConnection(str(stack.socket("node2")))
+    via_conn = http.client.HTTPConnection("127.0.0.1", int(stack.url("node2").rsplit(":", 1)[1]), timeout=10)
+    pairs = [(get_seconds(direct_conn, "/nope"), get_seconds(via_conn, "/nope")) for _ in range(300)]  # interleaved
+    direct, via = (statistics.median(times) for times in zip(*pairs))
+    print(f"node2 404 median over 300 kept-alive requests: {direct * 1000:.2f} ms direct to gunicorn, "
+          f"{via * 1000:.2f} ms through nginx: "
+          f"{(via - direct) * 1000:+.2f} ms per request, i.e. per step on node1's link")

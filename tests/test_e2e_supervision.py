@@ -22,8 +22,8 @@ def wait_for(url: str, timeout: float = 180) -> None:
         try:
             if requests.get(url, timeout=5).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except requests.RequestException:
+            pass  # nginx is up before gunicorn's worker answers
         time.sleep(0.5)
     raise TimeoutError(url)
 
