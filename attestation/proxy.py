@@ -21,7 +21,8 @@ class ProxyRole:
 
 ROLES = {
     # A non-streaming /generate answers only at its last token: up to 1024 tokens on a loaded machine.
-    "node1": ProxyRole(streams=("/generate", "/v1/sealed/generate"), read_timeout_s=600, rate=100, burst=400),
+    "node1": ProxyRole(streams=("/generate", "/v1/sealed/generate", "/v1/chat/completions", "/v1/completions",
+                                "/v1/sealed/openai"), read_timeout_s=600, rate=100, burst=400),
     # node1 is node2's one legitimate client: a step per token per pipeline slot, each answered within
     # gunicorn's 120 s worker timeout.
     "node2": ProxyRole(read_timeout_s=130, rate=1000, burst=2000),

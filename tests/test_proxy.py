@@ -52,6 +52,18 @@ def test_every_status_nginx_can_return_has_a_json_body():
 
 def test_only_node1s_streams_are_unbuffered():
     conf = render("node1", host="127.0.0.1", port=1, socket="/s", prefix="/p", max_body=1024, shutdown_s=5)
-    assert conf.count("proxy_buffering off;") == 2 and "location = /generate {" in conf
+    assert conf.count("proxy_buffering off;") == len(streaming_routes()) and "location = /generate {" in conf
+    for path in streaming_routes():  # every route node1 may answer with text/event-stream
+        assert f"location = {path} {{" in conf, path
     conf = render("node2", host="127.0.0.1", port=1, socket="/s", prefix="/p", max_body=1024, shutdown_s=5)
     assert "proxy_buffering off;" not in conf
+
+
+def streaming_routes() -> set[str]:
+    """node1's routes whose replies may be text/event-stream, from its own OpenAPI description."""
+    from node1.config import Node1Config
+    from node1.openapi import openapi
+
+    spec = openapi(Node1Config(), "smollm2")
+    return {path for path, ops in spec["paths"].items() for op in ops.values()
+            for resp in op.get("responses", {}).values() if "text/event-stream" in resp.get("content", {})}
