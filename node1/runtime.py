@@ -24,6 +24,7 @@ from shared.metrics import NodeMetrics
 log = logging.getLogger("twintee.node1")
 RECONNECT_S = 2.0
 RETRY_AFTER_S = 2  # what a client at capacity is told to wait
+ADMIT_WAIT_S, ADMIT_WAITERS = 2.0, 8  # a short, bounded wait for a slot before that 503
 
 
 class Node1Runtime:
@@ -37,6 +38,7 @@ class Node1Runtime:
         self.metrics = NodeMetrics("node1")
         self.stopped = threading.Event()
         self.capacity = threading.BoundedSemaphore(config.max_concurrent)
+        self.waiters = threading.BoundedSemaphore(ADMIT_WAITERS)
 
     def start(self) -> "Node1Runtime":
         threading.Thread(target=self._run, name="node1-load", daemon=True).start()
@@ -77,11 +79,25 @@ class Node1Runtime:
     def submit(self, gen):
         """Hands a generation to the least loaded slot, if node1 has room for one more (else 503 with
         Retry-After: new work beyond capacity is refused at once, never queued without bound)."""
-        if not self.capacity.acquire(blocking=False):
+        if not self._admit():
             raise ApiError(503, f"node1 is at capacity ({self.config.max_concurrent} generations); retry shortly",
                            headers={"Retry-After": str(RETRY_AFTER_S)})
         gen.on_done = self.capacity.release  # called once, when the scheduler retires it
         return min(self.slots, key=lambda s: s.load).submit(gen)
+
+    def _admit(self) -> bool:
+        """A capacity slot, waiting up to ADMIT_WAIT_S when there is none: a slot is given back a moment
+        after a stream ends or its client drops, and a client that comes straight back should get it
+        (issue 13's 32 clients on 32 slots saw 503s). At most ADMIT_WAITERS wait, each holding one of
+        gunicorn's threads, so the control plane's threads are never all taken by waiters."""
+        if self.capacity.acquire(blocking=False):
+            return True
+        if not self.waiters.acquire(blocking=False):
+            return False
+        try:
+            return self.capacity.acquire(timeout=ADMIT_WAIT_S)
+        finally:
+            self.waiters.release()
 
     def _waiting(self, reason: str) -> None:
         self.reason = reason  # /health says why it is still loading (the broker is retried)

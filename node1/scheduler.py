@@ -200,11 +200,11 @@ class Scheduler:
             self._retire(gen)
 
     def _retire(self, gen: Generation, item=None) -> None:
-        if item is not None:
-            gen.out.put(item)
         self.active.remove(gen)
         gen.cache = None
-        gen.done()
+        gen.done()  # before the last item: a client answered at once may come back, and find its slot free
+        if item is not None:
+            gen.out.put(item)
         if gen.node2_step > 0 or item is not None:
             self.closing.append(gen.id)
 

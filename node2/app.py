@@ -68,8 +68,11 @@ def _health(rt: Node2Runtime, config: Node2Config) -> dict:
 
 def _refresh_gauges(rt: Node2Runtime) -> None:
     if rt.engine is not None:
-        rt.metrics.sessions.set(len(rt.engine.sessions))
+        sessions = len(rt.engine.sessions)
+        rt.metrics.sessions.set(sessions)
         rt.metrics.kv_bytes.set(rt.engine.kv_bytes())
+        if sessions == 0:  # set per step; with no session left no step will say so
+            rt.metrics.batch.set(0)
 
 
 def _attested(fn):
