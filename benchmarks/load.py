@@ -41,6 +41,7 @@ def parse_args(argv):
     ap.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE, help="node2, node1, broker on BASE..BASE+2")
     ap.add_argument("--threads", type=int, default=1, help="TWINTEE_THREADS for each node (default 1: a core each)")
     ap.add_argument("--no-report", action="store_true", help="leave RESULTS.md and runs/ alone")
+    ap.add_argument("--from-json", type=Path, default=None, help="re-write the Load section from a saved run")
     args = ap.parse_args(argv)
     args.max_tokens = tuple(int(x) for x in args.max_tokens.split(","))
     if args.drop_share + args.stream_share > 1 or min(args.drop_share, args.stream_share) < 0:
@@ -104,6 +105,9 @@ def passed(r: dict) -> bool:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        write_section(json.loads(args.from_json.read_text()), HERE / "RESULTS.md")
+        return 0
     data_dir, how = the_release()
     log_dir = HERE / "out" / "load-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +125,7 @@ def main(argv=None) -> int:
     print(f"{v['requests']} requests in {results['wall_s']:.1f} s: {results['requests_per_s']:.2f} req/s, "
           f"{results['tokens_per_s']:.1f} tokens/s; statuses {v['statuses']}; completed {v['completed']}, "
           f"dropped {v['dropped']}, failures {len(v['failures'])}, mismatches {len(v['mismatches'])}, "
-          f"5xx {v['server_errors']}; gauges not back to 0: {results['gauges_nonzero'] or 'none'}", flush=True)
+          f"5xx {v['server_errors']} (503s by the client's previous request: {v['refused_after']}); gauges not back to 0: {results['gauges_nonzero'] or 'none'}", flush=True)
     for kind in ("failures", "mismatches"):
         for item in v[kind][:5]:
             print(f"{kind[:-1]}: {json.dumps(item)[:300]}", flush=True)

@@ -16,6 +16,7 @@ from benchmarks.prompts import TOPICS
 PROMPTS = [f"Write a long, detailed story about {topic}." if i % 2 else f"Tell me a story about {topic}."
            for i, topic in enumerate(TOPICS[:6])]
 REQUEST_TIMEOUT_S = 300  # one request; the whole run is bounded by its own deadline as well
+RETRY_AFTER_CAP_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class Outcome:
     error: str | None = None  # an error event in a 200 stream, a non-200 body, or the exception
     tokens_seen: int = 0
     seconds: float = 0.0
-    after: str | None = None  # the mode of the same client's previous request: a 503 right after a drop says why
+    after: str | None = None  # the same client's previous request, "mode/status": a 503 right after a drop says why
+    retry_after: float = 0.0  # what a 503 asked the client to wait
 
 
 def plan(n: int, max_tokens: tuple[int, ...], drop_share: float, stream_share: float, seed: int,
@@ -59,6 +61,8 @@ def run_one(http: requests.Session, url: str, job: Job) -> Outcome:
     try:
         with http.post(url + "/generate", json=job.body, stream=job.mode != "plain", timeout=REQUEST_TIMEOUT_S) as r:
             out.status = r.status_code
+            if r.status_code == 503:
+                out.retry_after = float(r.headers.get("Retry-After") or 0)
             if r.status_code != 200:
                 out.error = r.text[:200]
             elif job.mode == "plain":
@@ -93,7 +97,8 @@ def _read_stream(r: requests.Response, job: Job, out: Outcome) -> None:
 
 def run_mix(url: str, jobs: list[Job], clients: int, deadline_s: float) -> tuple[float, list[Outcome]]:
     """`clients` threads, each with its own connection, take jobs until none are left or the deadline
-    passes (jobs not started by then are left out) -> (wall seconds, outcomes in completion order)."""
+    passes (jobs not started by then are left out); a refused job is counted, not retried, and its
+    client waits the Retry-After it was given -> (wall seconds, outcomes in completion order)."""
     todo: queue.Queue = queue.Queue()
     for job in jobs:
         todo.put(job)
@@ -110,9 +115,12 @@ def run_mix(url: str, jobs: list[Job], clients: int, deadline_s: float) -> tuple
                 except queue.Empty:
                     return
                 result = run_one(http, url, job)
-                result.after, previous = previous, job.mode
+                result.after, previous = previous, f"{job.mode}/{result.status}"
                 with lock:
                     outcomes.append(result)
+                # a refused client waits as told, as a well-behaved one does, instead of spending the
+                # rest of the plan on instant 503s in a second
+                time.sleep(min(result.retry_after, RETRY_AFTER_CAP_S, max(0.0, stop_at - time.monotonic())))
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for t in threads:
@@ -148,6 +156,7 @@ class Verdict:
     completed: int = 0
     dropped: int = 0
     tokens: int = 0  # tokens received by clients (dropped streams' few tokens included)
+    refused_after: dict = field(default_factory=dict)  # 503s by what the same client did just before
 
     def as_dict(self) -> dict:
         return {k: v for k, v in vars(self).items()}
@@ -157,6 +166,7 @@ def judge(outcomes: list[Outcome], refs: dict) -> Verdict:
     v = Verdict(requests=len(outcomes))
     v.by_mode = dict(Counter(o.job.mode for o in outcomes))
     v.statuses = {str(k): n for k, n in Counter(o.status for o in outcomes).items()}
+    v.refused_after = dict(Counter(str(o.after) for o in outcomes if o.status == 503))
     for o in outcomes:
         v.tokens += o.tokens_seen
         v.server_errors += o.status is not None and o.status >= 500

@@ -44,9 +44,9 @@ Verdict: {verdict}.
 |---|---|---|---|---|---|---|---|---|---|
 | {v['requests']} | {_kv(v['by_mode'])} | {_kv(v['statuses'])} | {_kv(r['node1_statuses'])} | {v['server_errors']} | {v['completed']} | {len(v['mismatches'])} | {len(v['failures'])} | {v['dropped']} | {r['not_started']} |
 
-| wall s | requests/s | tokens/s (received by clients) | completion s p50 / p95 (non-dropped) |
-|---|---|---|---|
-| {r['wall_s']:.1f} | {r['requests_per_s']:.2f} | {r['tokens_per_s']:.1f} | {p50} / {p95} |
+| wall s | requests/s (all answers) | requests/s served (200) | tokens/s (received by clients) | seconds per request p50 / p95 (not dropped) |
+|---|---|---|---|---|
+| {r['wall_s']:.1f} | {r['requests_per_s']:.2f} | {int(v['statuses'].get('200', 0)) / r['wall_s']:.2f} | {r['tokens_per_s']:.1f} | {p50} / {p95} |
 
 Each node's gunicorn worker, resident memory at the end of each phase (`settled`: after the gauges read 0):
 
@@ -56,6 +56,7 @@ Gauges after the load (/metrics, and /health's counts):
 
 {table(["node", "active_sessions", "batch_size", "kv_cache_bytes", "/health batch", "/health sessions"], gauge_rows)}
 {_not_zero(r)}
+{_refusals(v)}
 {END}"""
 
 
@@ -67,6 +68,13 @@ def _not_zero(r: dict) -> str:
     if not r["gauges_nonzero"]:
         return "\nEvery gauge read 0 once the load had ended."
     return "\n**Not back to 0 after 30 s:** " + ", ".join(f"{k} = {v}" for k, v in r["gauges_nonzero"].items()) + "."
+
+
+def _refusals(v: dict) -> str:
+    if not v.get("refused_after"):
+        return ""
+    return ("\n503s by what the same client's previous request was and got (mode/status; a refused client "
+            "waits its Retry-After, at most 5 s, before its next request): " + _kv(v["refused_after"]) + ".")
 
 
 def write_section(results: dict, path: Path) -> None:
