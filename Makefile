@@ -7,7 +7,7 @@ DATA   ?= data
 # nginx fronts every server (launcher/proxy.py); chromium runs the web page's test.
 APT_PACKAGES := chromium chromium-driver nginx
 
-.PHONY: setup system-packages prepare run test test-fast bench clean
+.PHONY: setup system-packages prepare run test test-fast bench load clean
 
 setup: system-packages $(STAMP)
 
@@ -48,6 +48,10 @@ CAPS_avx2 := ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPAB
 
 bench: setup
 	TWINTEE_CPU_ISA=$(CPU_ISA) $(CAPS_$(CPU_ISA)) $(PY) -m benchmarks.bench $(BENCH_ARGS)
+
+# The load test (issue 13): 32 concurrent clients, 300 mixed requests on its own ports (LOAD_ARGS=--help).
+load: setup
+	$(PY) -m benchmarks.load $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DATA)
