@@ -23,6 +23,9 @@ class Node1Config:
     # How long a batch waits for node2 to come back (a restarted node2 loads in ~10 s) before its
     # generations fail; within it, each is replayed into the new node2 and goes on unchanged.
     node2_recovery_s: float = 60.0
+    # Signed records of recent completions kept for GET /v1/signature/{id}: hashes only, ~300 bytes
+    # each, so the default costs about 3 MB; older ones answer 404.
+    signature_records: int = 10000
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
@@ -39,6 +42,8 @@ class Node1Config:
 
         if not 0 < self.node2_recovery_s <= 3600:
             raise ConfigError("TWINTEE_NODE2_RECOVERY_S must be more than 0 and at most 3600 seconds")
+        if not 1 <= self.signature_records <= 1_000_000:
+            raise ConfigError("TWINTEE_SIGNATURE_RECORDS must be 1 to 1000000")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Node1Config":
@@ -52,4 +57,5 @@ class Node1Config:
             pipeline_slots=env_int(env, "TWINTEE_PIPELINE_SLOTS", 2),
             max_concurrent=env_int(env, "TWINTEE_MAX_CONCURRENT", 32),
             node2_recovery_s=env_float(env, "TWINTEE_NODE2_RECOVERY_S", 60.0),
+            signature_records=env_int(env, "TWINTEE_SIGNATURE_RECORDS", 10000),
         )
