@@ -53,21 +53,20 @@ class ResponseSigner:
 
     def _hashing(self, chunks, request_sha: str):
         """The stream's chunks as bytes, hashed on their way out; the id is the first event's."""
-        h, rid, ended = hashlib.sha256(), None, False
+        h, rid = hashlib.sha256(), None
         try:
             for i, chunk in enumerate(chunks):
                 data = chunk.encode() if isinstance(chunk, str) else chunk
                 h.update(data)
                 if i == 0:  # one event per chunk (node1.generate.sse): "data: {...}\n\n"
                     rid = _completion_id(data.removeprefix(b"data: "))
-                yield data
-            ended = True
+                yield data  # a client leaving raises GeneratorExit here: a stream cut short is never signed
+            if rid is not None:
+                self.sign(rid, request_sha, h.hexdigest())
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()  # the client went away: the choices behind the stream are cancelled at once
-        if ended and rid is not None:
-            self.sign(rid, request_sha, h.hexdigest())
 
 
 def _completion_id(data: bytes) -> str | None:
