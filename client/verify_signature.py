@@ -66,8 +66,9 @@ def verify_signature(http: requests.Session, url: str, completion_id: str, reque
         return v
     text = f"{sha256_hex(request_bytes)}:{sha256_hex(response_bytes)}"
     _hash_checks(v, record["text"], text)
-    v.add("signature", _signature_ok(key, record.get("signature"), text),
-          f"Ed25519 over the files' hashes under node1's key {key.hex()[:16]}…")
+    good = _signature_ok(key, record.get("signature"), text)
+    v.add("signature", good, f"Ed25519 over the files' hashes {'holds' if good else 'does not hold'} under "
+          f"node1's key {key.hex()[:16]}…")
     _binding_checks(v, http, url, key, pinned)
     return v
 
