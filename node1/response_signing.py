@@ -14,9 +14,11 @@ from flask import Response
 
 from node1.signature_store import SignatureRecord, SignatureStore
 from shared.http import json_body
+from shared.sealed_protocol import DONE
 
 log = logging.getLogger("twintee.node1.signing")
 SIGNING_ALGO = "ed25519"
+LAST_EVENT = f"data: {DONE}\n\n".encode()  # every OpenAI stream ends with it, after a failure too
 
 
 class ResponseSigner:
@@ -40,7 +42,7 @@ class ResponseSigner:
 
     def signed(self, request_bytes: bytes, resp: Response) -> Response:
         """`resp`, whose bytes are signed with `request_bytes` once they are all known: at once for a JSON
-        reply, when the last byte has gone out for a stream (one the client left early is not signed)."""
+        reply, with its last event for a stream (one the client left before that is not signed)."""
         request_sha = hashlib.sha256(request_bytes).hexdigest()
         if resp.is_streamed:
             resp.response = self._hashing(resp.response, request_sha)
@@ -60,9 +62,10 @@ class ResponseSigner:
                 h.update(data)
                 if i == 0:  # one event per chunk (node1.generate.sse): "data: {...}\n\n"
                     rid = _completion_id(data.removeprefix(b"data: "))
+                if data == LAST_EVENT and rid is not None:
+                    # Signed before the last event goes out: a client that has read [DONE] finds the record.
+                    self.sign(rid, request_sha, h.hexdigest())
                 yield data  # a client leaving raises GeneratorExit here: a stream cut short is never signed
-            if rid is not None:
-                self.sign(rid, request_sha, h.hexdigest())
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:

@@ -1,7 +1,7 @@
 """The signed records of node1's recent completions, in memory: an LRU of the last N, hashes only.
 
 A record holds no content (the request and response are known by their SHA-256 alone), so keeping
-thousands costs a few hundred bytes each and leaks nothing a caller could not hash themselves.
+thousands costs about 600 bytes each and leaks nothing a caller could not hash themselves.
 """
 import threading
 from collections import OrderedDict

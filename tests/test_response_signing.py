@@ -87,6 +87,20 @@ def test_a_stream_is_signed_over_its_whole_sse_bytes(http):
     assert_signed(signature(http, rid), body, sse)
 
 
+def test_a_client_that_has_read_done_finds_the_record(http):
+    """The record exists once [DONE] is out, not only when the server next asks the stream for more."""
+    body = json.dumps({**json.loads(CHAT), "stream": True}).encode()
+    stream = post(http, body=body)
+    events = []
+    for event in stream.response:
+        events.append(event)
+        if event == b"data: [DONE]\n\n":
+            break
+    rid = json.loads(events[0].removeprefix(b"data: "))["id"]
+    assert_signed(signature(http, rid), body, b"".join(events))
+    stream.close()
+
+
 def test_every_completion_has_its_own_record_and_one_key(http):
     ids = [post(http).get_json()["id"] for _ in range(3)]
     records = [signature(http, rid) for rid in ids]
