@@ -109,8 +109,9 @@ def print_verdict(v: SignatureVerdict, out) -> None:
         if rep is not None:
             verdict = rep.verdict
             status = "VERIFIED" if rep.ok else red(f"FAILED ({verdict['failed']})", out)
-            print(f"{label}: {status}  tee={verdict.get('tee_type')}  measurement={str(verdict.get('measurement'))[:16]}…  "
-                  f"checks: {', '.join(c['name'] for c in verdict['checks'] if c['ok'])}", file=out)
+            passed = ", ".join(c["name"] for c in verdict["checks"] if c["ok"])
+            print(f"{label}: {status}  tee={verdict.get('tee_type')}  "
+                  f"measurement={str(verdict.get('measurement'))[:16]}…  checks: {passed}", file=out)
     if v.signing is not None and v.signing.verdict.get("tee_type") == "simulated":
         print("note: SIMULATED TEE - the flow is real, the hardware protection is not.", file=out)
     if v.ok:
