@@ -13,7 +13,11 @@ NONCE_BYTES = 32
 PEER_HANDSHAKE = "peer-handshake"  # node1 <-> node2 channel set-up (shared/handshake.py)
 CLIENT_ATTESTATION = "client-attestation"  # a page or client challenging a node (GET /attestation)
 KEY_REQUEST = "key-request"  # a node asking the broker for its shard key
-PURPOSES = (PEER_HANDSHAKE, CLIENT_ATTESTATION, KEY_REQUEST)
+# node1's Ed25519 response-signing key (GET /v1/attestation/report): its own purpose, so evidence
+# vouching for the key node1 signs completions with is never a key anyone can open a channel to or
+# receive a shard key at, nor the reverse.
+RESPONSE_SIGNING = "response-signing"
+PURPOSES = (PEER_HANDSHAKE, CLIENT_ATTESTATION, KEY_REQUEST, RESPONSE_SIGNING)
 
 
 def report_data(public_key: bytes, nonce: bytes, *, purpose: str) -> bytes:

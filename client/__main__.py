@@ -1,4 +1,5 @@
-"""`python -m client chat`: verify both nodes, print the verdicts, then chat with sealed requests."""
+"""`python -m client chat`: verify both nodes, print the verdicts, then chat with sealed requests.
+`python -m client verify-signature`: check that the attested node1 signed a saved request and response."""
 import argparse
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from attestation.errors import AttestationError
 from client.attest import VerificationFailed, attest, pinned_policy, require_verified
 from client.chat import Chat, ChatError
 from client.sealed import SealedStreamError
+from client.verify_signature import SignatureVerdict, sha256_hex, verify_signature
 
 INSECURE_BANNER = ("!!! INSECURE: --insecure-plain skips attestation AND encryption. The host, every proxy and\n"
                    "!!! every log between you and node1 can read your prompts and replies. Never use it for real data.")
@@ -25,6 +27,13 @@ def parse_args(argv):
     chat.add_argument("--prompt", help="send one prompt and exit instead of reading lines")
     chat.add_argument("--temperature", type=float, default=0.0)
     chat.add_argument("--max-tokens", type=int, default=128)
+    check = sub.add_parser("verify-signature", help="check node1's signature over a saved request and response")
+    check.add_argument("--url", default="http://127.0.0.1:5002", help="node1's public URL")
+    check.add_argument("--id", required=True, help="the completion's id (its response's `id`)")
+    check.add_argument("--request", type=Path, required=True, help="the exact request body bytes sent")
+    check.add_argument("--response", type=Path, required=True, help="the exact response bytes (a stream's SSE bytes)")
+    check.add_argument("--release-dir", type=Path, default=Path("data"),
+                       help="holds keys/release.pub, the pinned release key (and policy.json, if present)")
     return p.parse_args(argv)
 
 
@@ -93,8 +102,43 @@ def run_chat(args, out=sys.stdout, err=sys.stderr, lines=sys.stdin) -> int:
     return 0
 
 
+def print_verdict(v: SignatureVerdict, out) -> None:
+    for c in v.checks:
+        print(f"  [{'ok  ' if c.ok else red('FAIL', out)}] {c.name}: {c.detail}", file=out)
+    for label, rep in (("node1 (the signing key's evidence)", v.signing), ("node2 (for information)", v.node2)):
+        if rep is not None:
+            verdict = rep.verdict
+            status = "VERIFIED" if rep.ok else red(f"FAILED ({verdict['failed']})", out)
+            passed = ", ".join(c["name"] for c in verdict["checks"] if c["ok"])
+            print(f"{label}: {status}  tee={verdict.get('tee_type')}  "
+                  f"measurement={str(verdict.get('measurement'))[:16]}…  checks: {passed}", file=out)
+    if v.signing is not None and v.signing.verdict.get("tee_type") == "simulated":
+        print("note: SIMULATED TEE - the flow is real, the hardware protection is not.", file=out)
+    if v.ok:
+        print("VERIFIED: the attested node1 signed exactly this response to exactly this request", file=out)
+    else:
+        print(red(f"NOT VERIFIED: {v.failed.name}: {v.failed.detail}", out), file=out)
+
+
+def run_verify_signature(args, out=sys.stdout) -> int:
+    request_bytes, response_bytes = args.request.read_bytes(), args.response.read_bytes()
+    for label, path, data in (("request", args.request, request_bytes), ("response", args.response, response_bytes)):
+        print(f"{label}: {path} ({len(data)} bytes, sha256 {sha256_hex(data)})", file=out)
+    http, url = requests.Session(), args.url.rstrip("/")
+    verdict = verify_signature(http, url, args.id, request_bytes, response_bytes,
+                               pinned_policy(args.release_dir, http, url))
+    print_verdict(verdict, out)
+    return 0 if verdict.ok else 1
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.command == "verify-signature":
+        try:
+            return run_verify_signature(args)
+        except (AttestationError, OSError) as exc:  # the pinned release, or a file that cannot be read
+            print(red(f"NOT VERIFIED: {exc}", sys.stderr), file=sys.stderr)
+            return 1
     try:
         return run_chat(args)
     except (VerificationFailed, AttestationError) as exc:  # a node's evidence, or the policy and pinned key

@@ -61,8 +61,10 @@ def fetch_evidence(http: requests.Session, url: str, nonce: bytes) -> dict:
     return r.json()
 
 
-def appraise_node(verifier: Verifier, policy: Policy, role: str, node: dict, nonce: bytes) -> NodeReport:
-    """Checks one node's relayed evidence against the policy and OUR nonce (never the nonce it echoes)."""
+def appraise_node(verifier: Verifier, policy: Policy, role: str, node: dict, nonce: bytes, *,
+                  purpose: str = CLIENT_ATTESTATION) -> NodeReport:
+    """Checks one node's relayed evidence against the policy and OUR nonce (never the nonce it echoes),
+    made for `purpose` (node1's signing key is bound under another: client/verify_signature.py)."""
     if not isinstance(node, dict) or "evidence" not in node:
         reason = node.get("error", "no evidence") if isinstance(node, dict) else "no evidence"
         verdict = {"ok": False, "failed": "reachable", "checks": [{"name": "reachable", "ok": False, "detail": reason}]}
@@ -71,7 +73,7 @@ def appraise_node(verifier: Verifier, policy: Policy, role: str, node: dict, non
         public_key = bytes.fromhex(node["public_key"])
     except (TypeError, ValueError, KeyError):
         public_key = b""
-    verdict = verifier.check(node["evidence"], role, report_data(public_key, nonce, purpose=CLIENT_ATTESTATION))
+    verdict = verifier.check(node["evidence"], role, report_data(public_key, nonce, purpose=purpose))
     model = node.get("model") if isinstance(node.get("model"), dict) else {}
     verdict["checks"].append(_model_check(policy, model))
     verdict["ok"] = all(c["ok"] for c in verdict["checks"])

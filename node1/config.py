@@ -26,6 +26,9 @@ class Node1Config:
     # On a graceful stop, how long generations in flight may go on before each ends with a clean error
     # (the launcher gives gunicorn and nginx this plus a margin, so nothing is SIGKILLed).
     shutdown_deadline_s: float = 20.0
+    # Signed records of recent completions kept for GET /v1/signature/{id}: hashes only, about 600
+    # bytes each in memory (measured), so the default costs about 6 MB; older ones answer 404.
+    signature_records: int = 10000
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
@@ -44,6 +47,8 @@ class Node1Config:
             raise ConfigError("TWINTEE_SHUTDOWN_DEADLINE_S must be 0 to 3600 seconds")
         if not 0 < self.node2_recovery_s <= 3600:
             raise ConfigError("TWINTEE_NODE2_RECOVERY_S must be more than 0 and at most 3600 seconds")
+        if not 1 <= self.signature_records <= 1_000_000:
+            raise ConfigError("TWINTEE_SIGNATURE_RECORDS must be 1 to 1000000")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Node1Config":
@@ -58,4 +63,5 @@ class Node1Config:
             max_concurrent=env_int(env, "TWINTEE_MAX_CONCURRENT", 32),
             node2_recovery_s=env_float(env, "TWINTEE_NODE2_RECOVERY_S", 60.0),
             shutdown_deadline_s=env_float(env, "TWINTEE_SHUTDOWN_DEADLINE_S", 20.0),
+            signature_records=env_int(env, "TWINTEE_SIGNATURE_RECORDS", 10000),
         )

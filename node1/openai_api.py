@@ -19,7 +19,9 @@ from node1.openai_request import (
 )
 from node1.openai_sealed import sealed_reply
 from node1.openapi import openapi
+from node1.response_signing import ResponseSigner, signed_body
 from node1.scheduler import GenerationFailed
+from node1.signature_api import register_signatures
 from node1.text import PromptTooLong
 from shared.http import ApiError, json_body
 
@@ -30,6 +32,8 @@ def openai_blueprint(config: Node1Config, rt) -> Blueprint:
     bp = Blueprint("openai", __name__)
     install_openai_errors(bp)
     server = OpenAIServer(config, rt)
+    signer = ResponseSigner(config.signature_records)  # made here, at start; lives as long as the process
+    register_signatures(bp, rt, signer)  # GET /v1/signature/{id}, GET /v1/attestation/report
 
     @bp.get("/v1/models")
     def models():
@@ -41,11 +45,13 @@ def openai_blueprint(config: Node1Config, rt) -> Blueprint:
 
     @bp.post("/v1/chat/completions")
     def chat_completions():
-        return server.serve(parse_chat, json_body(request, config.max_body_bytes))
+        body, raw = signed_body(request, config.max_body_bytes)
+        return signer.signed(raw, server.serve(parse_chat, body))
 
     @bp.post("/v1/completions")
     def completions():
-        return server.serve(parse_text, json_body(request, config.max_body_bytes))
+        body, raw = signed_body(request, config.max_body_bytes)
+        return signer.signed(raw, server.serve(parse_text, body))
 
     @bp.post("/v1/sealed/openai")
     def sealed_openai():

@@ -100,6 +100,14 @@ def openapi(config: Node1Config, model_id: str | None) -> dict:
                                        "SealedRequest",
                                        {"description": "sealed SSE events: head, body, [DONE]",
                                         "content": {"text/event-stream": {"schema": _sse_event(None)}}}, "OpenAIError"),
+            "/v1/signature/{completion_id}": _get(
+                "The signed record of a recent completion: Ed25519 over \"<request sha256>:<response sha256>\"",
+                _json(_ref("SignatureRecord"), "the record"), "OpenAIError",
+                params=[{"name": "completion_id", "in": "path", "required": True,
+                         "schema": {"type": "string", "minLength": 1}}], fail=(404,)),
+            "/v1/attestation/report": _get("Both nodes' evidence and node1's evidence binding its signing key, "
+                                           "over the nonce", _json(_ref("SigningReport"), "the report"),
+                                           "OpenAIError", params=nonce, fail=(400, 503)),
             "/attestation": _get("Fresh evidence of both nodes bound to the nonce", _json({"type": "object"}, "evidence"),
                                  params=nonce, fail=(400, 503)),
             "/policy": _get("The signed reference values of the release", _json({"type": "object"}, "the policy"),
@@ -208,6 +216,18 @@ def _reply_schemas() -> dict:
                                          "token_ids": {"type": "array", "items": {"type": "integer"}},
                                          "finish_reason": FINISH, "usage": {"type": "object"},
                                          "metrics": {"type": "object"}}},
+        "SignatureRecord": {"type": "object", "required": ["id", "text", "signature", "signing_key", "signing_algo"],
+                            "properties": {"id": {"type": "string"},
+                                           "text": {"type": "string", "pattern": "^[0-9a-f]{64}:[0-9a-f]{64}$"},
+                                           "signature": {"type": "string", "pattern": "^[0-9a-f]{128}$"},
+                                           "signing_key": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                           "signing_algo": {"const": "ed25519"}}},
+        "SigningReport": {"type": "object", "required": ["signing_key", "signing_algo", "request_nonce", "signing",
+                                                         "node1", "node2"],
+                          "properties": {"signing_key": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                         "signing_algo": {"const": "ed25519"}, "request_nonce": {"type": "string"},
+                                         "signing": {"type": "object", "required": ["public_key", "evidence"]},
+                                         "node1": {"type": "object"}, "node2": {"type": "object"}}},
         "Health": {"type": "object", "required": ["status", "role"], "properties": {
             "status": {"type": "string"}, "role": {"const": "node1"}}},
     }
