@@ -3,6 +3,7 @@ import torch
 
 from shared.linear import Weight
 from shared.model import Layer, Part, rope_tables
+from shared.q4.blocks import PROJECTION_KIND, TABLE_KIND
 from shared.spec import ModelSpec
 
 
@@ -15,16 +16,20 @@ def layer_range(role: str, spec: ModelSpec, split_layer: int) -> range:
     return range(0, split_layer) if role == "node1" else range(split_layer, spec.num_layers)
 
 
-def shard_keys(role: str, spec: ModelSpec, split_layer: int) -> list[str]:
-    """The exact tensor names a role's shard holds (transformers' names, global layer indices)."""
-    per_layer = ["input_layernorm", "post_attention_layernorm"]
-    per_layer += [f"self_attn.{p}_proj" for p in "qkvo"] + [f"mlp.{p}_proj" for p in ("gate", "up", "down")]
+def shard_keys(role: str, spec: ModelSpec, split_layer: int, blocks: bool = False) -> list[str]:
+    """The exact tensor names a role's shard holds (transformers' names, global layer indices).
+
+    A shard of GGUF blocks (`blocks`, TWINTEE_DTYPE=q4_1) names each quantized tensor after its
+    format ("....q_proj.weight.q4_1", "lm_head.weight.q8_0"), so a shard says what it holds."""
+    proj, table = (f".{PROJECTION_KIND}", f".{TABLE_KIND}") if blocks else ("", "")
+    projections = [f"self_attn.{p}_proj" for p in "qkvo"] + [f"mlp.{p}_proj" for p in ("gate", "up", "down")]
     keys = []
     for i in layer_range(role, spec, split_layer):
-        keys += [f"model.layers.{i}.{name}.weight" for name in per_layer]
+        keys += [f"model.layers.{i}.{name}.weight" for name in ("input_layernorm", "post_attention_layernorm")]
+        keys += [f"model.layers.{i}.{name}.weight{proj}" for name in projections]
         if spec.attention_bias:
             keys += [f"model.layers.{i}.self_attn.{p}_proj.bias" for p in "qkv"]
-    keys += ["model.embed_tokens.weight"] if role == "node1" else ["model.norm.weight", "lm_head.weight"]
+    keys += [f"model.embed_tokens.weight{table}"] if role == "node1" else ["model.norm.weight", f"lm_head.weight{table}"]
     return keys
 
 
