@@ -6,9 +6,19 @@ STAMP  := $(VENV)/.installed
 DATA   ?= data
 APT_PACKAGES := chromium chromium-driver
 
-.PHONY: setup prepare run test test-fast bench clean
+.PHONY: setup kernels prepare run test test-fast bench clean
 
-setup: $(STAMP)
+# The q4 kernel (TWINTEE_DTYPE=q4_1): one library with AVX-512, AVX2 and scalar paths, chosen at run
+# time from the CPU's flags; rebuilt when its sources or the installed torch change.
+Q4_LIB := shared/q4/build/twintee_q4.so
+Q4_SRC := $(wildcard shared/q4/*.cpp shared/q4/*.h) shared/q4/build.py
+
+setup: $(STAMP) $(Q4_LIB)
+
+kernels: $(Q4_LIB)
+
+$(Q4_LIB): $(STAMP) $(Q4_SRC)
+	$(PY) -m shared.q4.build --force
 
 $(STAMP): requirements.txt requirements.lock
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
@@ -45,4 +55,4 @@ bench: setup
 	TWINTEE_CPU_ISA=$(CPU_ISA) $(CAPS_$(CPU_ISA)) $(PY) -m benchmarks.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DATA)
+	rm -rf $(VENV) $(DATA) shared/q4/build
