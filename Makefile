@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= data
 APT_PACKAGES := chromium chromium-driver
 
-.PHONY: setup kernels prepare run test test-fast bench clean
+.PHONY: setup kernels llama-cpp prepare run test test-fast bench clean
 
 # The q4 kernel (TWINTEE_DTYPE=q4_1): one library with AVX-512, AVX2 and scalar paths, chosen at run
 # time from the CPU's flags; rebuilt when its sources or the installed torch change.
@@ -53,6 +53,11 @@ CAPS_avx2 := ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPAB
 
 bench: setup
 	TWINTEE_CPU_ISA=$(CPU_ISA) $(CAPS_$(CPU_ISA)) $(PY) -m benchmarks.bench $(BENCH_ARGS)
+
+# llama.cpp beside the q4_1 section of `make bench` (same GGUF, prompt and threads). Never part of
+# setup: it compiles llama.cpp for about 20 minutes on 2 cores; the bench uses it only when present.
+llama-cpp: setup
+	$(PY) -m pip install llama-cpp-python==0.3.36
 
 clean:
 	rm -rf $(VENV) $(DATA) shared/q4/build
