@@ -98,6 +98,13 @@ class BlockWeight:
     def nbytes(self) -> int:
         return self.data.nbytes
 
+    # Sized like the tensor it replaces as an embedding table: numel() * element_size() is its bytes.
+    def numel(self) -> int:
+        return self.data.numel()
+
+    def element_size(self) -> int:
+        return 1
+
     def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
         return dequantize(self.data[ids], self.kind)  # ids: [N] -> [N, in]
 
