@@ -7,9 +7,19 @@ DATA   ?= data
 # nginx fronts every server (launcher/proxy.py); chromium runs the web page's test.
 APT_PACKAGES := chromium chromium-driver nginx
 
-.PHONY: setup system-packages prepare run test test-fast bench load clean
+.PHONY: setup system-packages kernels llama-cpp prepare run test test-fast bench load clean
 
-setup: system-packages $(STAMP)
+# The q4 kernel (TWINTEE_DTYPE=q4_1): one library with AVX-512, AVX2 and scalar paths, chosen at run
+# time from the CPU's flags; rebuilt when its sources or the installed torch change.
+Q4_LIB := shared/q4/build/twintee_q4.so
+Q4_SRC := $(wildcard shared/q4/*.cpp shared/q4/*.h) shared/q4/build.py
+
+setup: system-packages $(STAMP) $(Q4_LIB)
+
+kernels: $(Q4_LIB)
+
+$(Q4_LIB): $(STAMP) $(Q4_SRC)
+	$(PY) -m shared.q4.build --force
 
 # Checked on every setup (a machine whose virtualenv is already installed may still lack one).
 system-packages:
@@ -53,5 +63,10 @@ bench: setup
 load: setup
 	$(PY) -m benchmarks.load $(LOAD_ARGS)
 
+# llama.cpp beside the q4_1 section of `make bench` (same GGUF, prompt and threads). Never part of
+# setup: it compiles llama.cpp for about 20 minutes on 2 cores; the bench uses it only when present.
+llama-cpp: setup
+	$(PY) -m pip install llama-cpp-python==0.3.36
+
 clean:
-	rm -rf $(VENV) $(DATA)
+	rm -rf $(VENV) $(DATA) shared/q4/build

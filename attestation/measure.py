@@ -14,7 +14,9 @@ ROLE_DIRS = {
     "node2": ("node2", "shared", "attestation"),
     "broker": ("broker", "attestation"),
 }
-SUFFIXES = {"webui": (".py", ".html", ".js", ".css")}
+# What a process runs beside Python: the page's files, and the q4 kernel's C++ source, which the node
+# compiles at setup and loads (a changed kernel must change the measurement).
+SUFFIXES = {"webui": (".py", ".html", ".js", ".css"), "shared": (".py", ".cpp", ".h")}
 DEFAULT_SUFFIXES = (".py",)
 # Tests and bytecode caches never run in a node, and caches differ between machines.
 EXCLUDED_PARTS = {"__pycache__", "tests"}

@@ -6,11 +6,13 @@ bless    measures this checkout's roles and writes the signed policy, nothing el
 """
 import argparse
 import json
+import os
 from pathlib import Path
 
 from attestation.manifest import manifest_path
 from attestation.release_dir import POLICY_FILE
 from release.bless import bless
+from release.prepare import WEIGHT_FORMATS
 from release.publish import ROOT, publish, rotate
 from release.source import DEFAULT_SOURCE
 
@@ -22,6 +24,10 @@ def main(argv=None) -> None:
     ap.add_argument("--source", default=DEFAULT_SOURCE, help="'smollm2' or a local Hugging Face Llama-family directory")
     ap.add_argument("--split", type=int, default=None, help="first layer of node2 (default: half)")
     ap.add_argument("--data-dir", type=Path, default=Path("data"))
+    # The nodes' TWINTEE_DTYPE=q4_1 needs shards of the GGUF's own blocks; every other dtype reads float32 shards.
+    ap.add_argument("--weights", choices=WEIGHT_FORMATS,
+                    default="q4_1" if os.environ.get("TWINTEE_DTYPE") == "q4_1" else "float32",
+                    help="prepare: float32 shards, or the GGUF's Q4_1/Q8_0 blocks (default: q4_1 when TWINTEE_DTYPE=q4_1)")
     ap.add_argument("--retire-old", action="store_true", help="rotate: raise the minimum version to the new one")
     ap.add_argument("--root", type=Path, default=ROOT, help="bless: the checkout to measure (default: this one)")
     args = ap.parse_args(argv)
@@ -37,7 +43,7 @@ def main(argv=None) -> None:
         bless(ROOT, args.data_dir)
         body = json.loads(manifest_path(args.data_dir).read_bytes())["body"]
     else:
-        body = publish(args.source, args.data_dir, args.split)
+        body = publish(args.source, args.data_dir, args.split, weights=args.weights)
     print(json.dumps({"model_id": body["model_id"], "version": body["version"], "split_layer": body["split_layer"]}))
 
 

@@ -7,12 +7,17 @@ import torch
 from safetensors.torch import save as st_save
 from tqdm import tqdm
 
-from release.source import load_source
+from release.source import gguf_blocks, load_source
 from shared.loading import tokenizer_digest
+from shared.q4.blocks import BLOCK_BYTES
 from shared.spec import ModelSpec
 from attestation.evidence import NODE_ROLES
 from shared.weights import shard_keys
 from attestation.canonical import canonical_json
+
+
+# What a shard may hold: float32 tensors, or the GGUF's own blocks (shared/q4/blocks.py).
+WEIGHT_FORMATS = ("float32", "q4_1")
 
 
 class PrepareError(ValueError):
@@ -30,13 +35,26 @@ def split_point(spec: ModelSpec, split: int | None) -> int:
     return k
 
 
-def role_tensors(state: dict, spec: ModelSpec, k: int, role: str) -> dict[str, torch.Tensor]:
+def role_tensors(state: dict, spec: ModelSpec, k: int, role: str, blocks: dict | None = None) -> dict[str, torch.Tensor]:
+    """The role's shard: float32 tensors, or with `blocks` (release.source.gguf_blocks) the file's own
+    Q4_1 / Q8_0 blocks for every tensor the shard names by a format, float32 for the rest."""
     tensors = {}
-    for key in tqdm(shard_keys(role, spec, k), desc=f"{role} shard", unit="tensor"):
+    for key in tqdm(shard_keys(role, spec, k, blocks is not None), desc=f"{role} shard", unit="tensor"):
+        name, _, kind = key.rpartition(".")
+        if kind not in BLOCK_BYTES:
+            name, kind = key, ""
         # lm_head is tied to the embedding in SmolLM2: node2 gets its own copy, never node1's file.
-        src = key if key in state or key != "lm_head.weight" else "model.embed_tokens.weight"
-        tensors[key] = state[src].to(torch.float32).contiguous().clone()
+        if name == "lm_head.weight" and name not in (blocks if kind else state):
+            name = "model.embed_tokens.weight"
+        tensors[key] = block_tensor(blocks, name, kind) if kind else state[name].to(torch.float32).contiguous().clone()
     return tensors
+
+
+def block_tensor(blocks: dict, name: str, kind: str) -> torch.Tensor:
+    found, rows = blocks.get(name, (None, None))
+    if found != kind:
+        raise PrepareError(f"{name} is stored as {found or 'no block format'} in the GGUF; a q4_1 shard needs {kind}")
+    return torch.from_numpy(rows.copy())  # uint8 [out, in / 32 * block bytes]
 
 
 def write_model_files(model, tokenizer, out: Path) -> tuple[dict, ModelSpec]:
@@ -48,21 +66,26 @@ def write_model_files(model, tokenizer, out: Path) -> tuple[dict, ModelSpec]:
     return cfg, ModelSpec.from_config(cfg)
 
 
-def prepare(source: str, data_dir: Path, split: int | None = None, version: int = 1, seal=None, loaded=None) -> dict:
+def prepare(source: str, data_dir: Path, split: int | None = None, version: int = 1, seal=None, loaded=None,
+            weights: str = "float32") -> dict:
     """Writes data_dir/model/{config.json, tokenizer/, node{1,2} shards, manifest.json}; returns the manifest body.
 
     `seal(role, data: bytes, out_dir, model_id) -> dict` stores one shard (encrypting it) and returns its
     manifest entry; without it shards are written as plain safetensors (tests and dev only).
     `loaded` is an already loaded (model, tokenizer, model_id), so tests convert without reloading.
+    `weights="q4_1"` keeps the GGUF's own blocks (TWINTEE_DTYPE=q4_1): projections Q4_1, embedding and head Q8_0.
     """
+    if weights not in WEIGHT_FORMATS:
+        raise PrepareError(f"weights must be one of {WEIGHT_FORMATS}, got {weights!r}")
     model, tokenizer, model_id = loaded or load_source(source)
     out = data_dir / "model"
     cfg, spec = write_model_files(model, tokenizer, out)
     k = split_point(spec, split)
     state = model.state_dict()
+    blocks = gguf_blocks(source, spec.heads, spec.kv_heads) if weights == "q4_1" else None
     shards = {}
     for role in NODE_ROLES:
-        data = st_save(role_tensors(state, spec, k, role))
+        data = st_save(role_tensors(state, spec, k, role, blocks))
         shards[role] = seal(role, data, out, model_id) if seal else _write_plain(role, data, out)
         del data
     body = {

@@ -46,10 +46,12 @@ def shard_sealer(master, version: int):
     return seal
 
 
-def publish(source: str, data_dir: Path, split: int | None = None, loaded=None) -> dict:
-    """A first release (version 1) of `source` into data_dir; returns the manifest body."""
+def publish(source: str, data_dir: Path, split: int | None = None, loaded=None, weights: str = "float32") -> dict:
+    """A first release (version 1) of `source` into data_dir; returns the manifest body.
+    `weights="q4_1"` keeps the GGUF's own blocks in the shards (release.prepare)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    body = prepare(source, data_dir, split, version=1, seal=shard_sealer(master_key(data_dir), 1), loaded=loaded)
+    body = prepare(source, data_dir, split, version=1, seal=shard_sealer(master_key(data_dir), 1), loaded=loaded,
+                   weights=weights)
     write_manifest(data_dir / "model" / "manifest.json", sign_manifest(body, owner_key(data_dir)))
     bless(ROOT, data_dir)
     return body

@@ -12,7 +12,8 @@ import torch
 from attestation.service import ConfigError
 from shared.cpu import ISAS, CpuFeatures, UnsupportedCpu, library_caps, read_cpu
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The activations' dtype of each mode; q4_1 keeps the GGUF's weight blocks (shared/q4) with float32 activations.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "q4_1": torch.float32}
 TEE_KINDS = ("simulated", "tdx", "sev-snp", "dstack")
 PREFILL_TOKENS = 64  # steps with at least this many tokens are compute-bound enough to use more threads
 # Threads of each node's one gunicorn worker (launcher/stack.py): node1 holds one per streaming generation.

@@ -25,12 +25,19 @@ and with oneDNN capped to AVX2 (30 layers of SmolLM2's projections, float32, one
 MKL's GEMV is the fastest single row on AVX2, but no MKL path sums a row alike at every batch, so
 it is never chosen: identical tokens alone or batched outrank a third of a single stream's
 projection time there. Elsewhere (CUDA) the weight stays as transformers stores it.
+
+With TWINTEE_DTYPE=q4_1 a weight stays in its GGUF blocks (`BlockWeight`) and shared.q4's kernel
+multiplies float32 rows by them; it sums every output in one fixed order, so no probe and no padding
+are needed there, and it reads a fifth of the bytes.
 """
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from shared.q4 import kernel as q4_kernel
+from shared.q4.blocks import check as check_blocks, dequantize
 
 # The batch size oneDNN tunes the packed layout for. Measured on the target CPU (15 layers of
 # SmolLM2, one thread): a hint of 64 is within 5% of the best at every batch from 1 to 428 tokens.
@@ -74,8 +81,39 @@ class Weight:
         return self.shape[0] * self.shape[1] * self.dtype.itemsize
 
 
-def linear(x: torch.Tensor, w: Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+class BlockWeight:
+    """A weight kept as the GGUF's blocks, uint8 [out, in / 32 * block bytes] (shared/q4/blocks.py), for
+    `linear` on the q4 kernel path `isa` ("avx512", "avx2" or "baseline"). As an embedding table it
+    gives rows by id, dequantized exactly."""
+
+    __slots__ = ("data", "shape", "kind", "isa", "rows")
+    dtype = torch.float32  # what it takes and gives: activations stay float32
+
+    def __init__(self, blocks: torch.Tensor, kind: str, in_features: int, isa: str):
+        check_blocks(blocks, kind, in_features)
+        self.data, self.kind, self.isa = blocks.contiguous(), kind, isa
+        self.shape, self.rows = (blocks.shape[0], in_features), RowPlan()
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes
+
+    # Sized like the tensor it replaces as an embedding table: numel() * element_size() is its bytes.
+    def numel(self) -> int:
+        return self.data.numel()
+
+    def element_size(self) -> int:
+        return 1
+
+    def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
+        return dequantize(self.data[ids], self.kind)  # ids: [N] -> [N, in]
+
+
+def linear(x: torch.Tensor, w: Weight | BlockWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
     # x: [N, in] -> [N, out]
+    if isinstance(w, BlockWeight):
+        y = q4_kernel.mm(x, w.data, w.kind, w.isa)
+        return y if bias is None else y + bias
     if not w.data.is_mkldnn:
         return F.linear(x, w.data, bias)
     top = w.rows.max_rows
@@ -84,7 +122,9 @@ def linear(x: torch.Tensor, w: Weight, bias: torch.Tensor | None = None) -> torc
     return _packed(x, w.data, w.rows.min_rows, bias)
 
 
-def kernel_path() -> str:
+def kernel_path(dtype: str = "float32", flags: frozenset[str] = frozenset()) -> str:
+    if dtype == "q4_1":
+        return f"q4-{q4_kernel.isa_for(flags)}"
     return "onednn-packed" if torch.backends.mkldnn.is_available() else "plain"
 
 
@@ -155,6 +195,6 @@ def compute_report(settings) -> dict:
     """What /health and the benchmark say about how this node computes: the CPU's vector
     extensions (after any TWINTEE_CPU_ISA cap), the kernel path and the rows the probe chose."""
     on_cpu = settings.device == "cpu"
-    return {**(settings.cpu.describe() if on_cpu else {}), "kernel": kernel_path() if on_cpu else settings.device,
+    return {**(settings.cpu.describe() if on_cpu else {}), "kernel": kernel_path(settings.dtype, settings.cpu.flags) if on_cpu else settings.device,
             "rows": row_plans(), "decode_threads": settings.threads or torch.get_num_threads(),
             "prefill_threads": settings.prefill_threads or os.cpu_count()}

@@ -13,6 +13,7 @@ from attestation.manifest import ManifestError, load_manifest, read_public_key
 from shared.config import ModelSettings
 from shared.memory import trim
 from shared.model import Part
+from shared.q4 import kernel as q4_kernel
 from shared.spec import ModelSpec
 from shared.weights import build_part
 
@@ -91,12 +92,26 @@ def load_part(release: Release, role: str, settings: ModelSettings, open_shard=N
     t0, rss0 = time.perf_counter(), rss_bytes()
     state = st_load(shard_bytes(release, role, open_shard))
     part = build_part(role, release.spec, release.split_layer, state, settings.torch_dtype, settings.max_positions,
-                      settings.device)
+                      settings.device, block_path(settings))
     if settings.device != "cpu":
         part = _to_device(part, settings.device)
     trim()  # the decrypted shard's and the unfused tensors' pages: hundreds of MB never needed again
     return part, {"load_s": round(time.perf_counter() - t0, 3), "weight_bytes": part.weight_bytes(),
                   "rss_added_bytes": rss_bytes() - rss0}
+
+
+class BlocksNeedTheCpu(ValueError):
+    """TWINTEE_DTYPE=q4_1 keeps the weights in GGUF blocks, which only the CPU kernel multiplies."""
+
+
+def block_path(settings: ModelSettings) -> str | None:
+    """The q4 kernel path a q4_1 node runs (from the CPU's flags, TWINTEE_CPU_ISA's cap included), else None."""
+    if settings.dtype != "q4_1":
+        return None
+    if settings.device != "cpu":
+        raise BlocksNeedTheCpu(f"TWINTEE_DTYPE=q4_1 runs on the CPU only, not {settings.device}")
+    q4_kernel.load()  # refuses now, naming `make kernels`, rather than at the first step
+    return q4_kernel.isa_for(settings.cpu.flags)
 
 
 def rss_bytes() -> int:

@@ -66,3 +66,12 @@ def test_one_error_handler_and_one_config_error_for_every_app():
         assert app_module.install_error_handlers is service.install_error_handlers
         assert app_module.install_metrics is service.install_metrics
     assert broker.config.ConfigError is shared.config.ConfigError is service.ConfigError
+
+
+def test_the_q4_kernels_source_is_in_both_nodes_measurements():
+    # The nodes compile and load shared/q4's C++ at setup: a changed kernel must change the measurement.
+    from attestation.measure import role_files
+
+    for role in ("node1", "node2"):
+        files = {p.as_posix() for p in role_files(ROOT, role)}
+        assert {"shared/q4/kernel_avx512.cpp", "shared/q4/kernel_avx2.cpp", "shared/q4/lanes.h"} <= files, role

@@ -1,11 +1,14 @@
 """The projections' packed layout: same products as a plain matmul, and batch-invariant rows."""
+import dataclasses
 import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.linear import PROBE_BATCHES, ROW_CHOICES, Weight, _packed, compute_report, linear, order_revealing
+from shared.linear import (PROBE_BATCHES, ROW_CHOICES, BlockWeight, Weight, _packed, compute_report, linear,
+                           order_revealing)
+from shared.q4.kernel import isa_for
 from shared.config import ModelSettings
 from tests.conftest import BF16, CPU
 
@@ -61,3 +64,22 @@ def test_health_names_the_cpu_and_the_kernel_path():
     report = compute_report(ModelSettings.from_env(os.environ))  # as the node reads it, cap included
     assert report["kernel"] == "onednn-packed" and report["isa"] == CPU.isa
     assert set(report["flags"]) == set(CPU.flags) and report["rows"]["960x576 float32"]["min"] in ROW_CHOICES
+
+
+@pytest.mark.parametrize("shape", SHAPES + [HEAD])
+def test_a_row_is_the_same_alone_or_in_any_batch_on_gguf_blocks(shape):
+    # TWINTEE_DTYPE=q4_1: the q4 kernel on the path this CPU takes (AVX2 in the capped re-run).
+    from tests.test_q4_kernel import random_blocks, rows
+
+    kind = "q8_0" if shape == HEAD else "q4_1"
+    w = BlockWeight(random_blocks(*shape, kind, order_revealing=True), kind, shape[1], isa_for(CPU.flags))
+    x = rows(100, shape[1], order_revealing=True)
+    alone = torch.cat([linear(x[i : i + 1].clone(), w) for i in (97, 98, 99)])  # [3, out]
+    for n in (2, 3, 4, 5, 7, 8, 9, 16, 31, 32, 33, 64, 100):
+        k = min(n, 3)
+        assert torch.equal(linear(x[-n:], w)[-k:], alone[-k:]), n
+
+
+def test_health_names_the_q4_kernel_path():
+    settings = dataclasses.replace(ModelSettings.from_env(os.environ), dtype="q4_1")
+    assert compute_report(settings)["kernel"] == f"q4-{'avx2' if CPU.capped_to == 'avx2' else isa_for(CPU.flags)}"

@@ -1,0 +1,42 @@
+"""Loads the q4 kernel library and calls it: float32 rows times a weight's GGUF blocks, on the CPU path
+chosen from the CPU's flags (shared/cpu.py, so TWINTEE_CPU_ISA=avx2 takes the AVX2 path).
+
+Every path sums each output in one fixed order (lanes.h), so a row's result is the same alone or in
+any batch, at any thread count, and the same on AVX-512, AVX2 and the scalar path.
+"""
+import torch
+
+from shared.q4.build import LIBRARY
+
+ISA_CODES = {"baseline": 0, "avx2": 1, "avx512": 2}
+KIND_CODES = {"q4_1": 0, "q8_0": 1}
+# What each path's translation unit is compiled for (shared/q4/build.py).
+ISA_NEEDS = {"avx512": {"avx512f", "fma", "f16c"}, "avx2": {"avx2", "fma", "f16c"}, "baseline": set()}
+
+
+class KernelNotBuilt(RuntimeError):
+    """The compiled library is missing: `make setup` (or `make kernels`) builds it."""
+
+
+_loaded = False
+
+
+def load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    if not LIBRARY.exists():
+        raise KernelNotBuilt(f"the q4 kernel is not built ({LIBRARY} is missing): run `make kernels`")
+    torch.ops.load_library(str(LIBRARY))
+    _loaded = True
+
+
+def isa_for(flags: frozenset[str]) -> str:
+    """The widest path this CPU's flags (after any cap) can run."""
+    return next(isa for isa in ("avx512", "avx2", "baseline") if ISA_NEEDS[isa] <= flags)
+
+
+def mm(x: torch.Tensor, blocks: torch.Tensor, kind: str, isa: str) -> torch.Tensor:
+    # x: [N, K] float32, blocks: [M, K / 32 * bytes] uint8 -> [N, M] float32
+    load()
+    return torch.ops.twintee_q4.mm(x.contiguous(), blocks, KIND_CODES[kind], ISA_CODES[isa])

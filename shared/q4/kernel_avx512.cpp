@@ -1,0 +1,46 @@
+// The AVX-512 path (compiled with -mavx512f -mfma -mf16c): one zmm holds the 16 lanes.
+#include <immintrin.h>
+
+#include "lanes.h"
+
+namespace q4 {
+namespace {
+
+struct V {
+  __m512 v;
+  static V zero() { return {_mm512_setzero_ps()}; }
+  static V load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  static V fma(V a, V b, V c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+  static float half(const uint8_t* p) { return _cvtsh_ss(*reinterpret_cast<const uint16_t*>(p)); }
+  static void q4_1(const uint8_t* blk, V& lo, V& hi) {
+    const __m512 d = _mm512_set1_ps(half(blk)), m = _mm512_set1_ps(half(blk + 2));
+    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4)), mask = _mm_set1_epi8(0x0F);
+    const __m128i l = _mm_and_si128(qs, mask), h = _mm_and_si128(_mm_srli_epi16(qs, 4), mask);
+    lo.v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(l)), d, m);  // d*q exact: one rounding, as d*q+m
+    hi.v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(h)), d, m);
+  }
+  static void q8_0(const uint8_t* blk, V& lo, V& hi) {
+    const __m512 d = _mm512_set1_ps(half(blk));
+    lo.v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)))), d);
+    hi.v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 18)))), d);
+  }
+  static float sum(V a) {  // the fixed tree of lanes.h
+    const __m256 lo = _mm512_castps512_ps256(a.v);
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a.v), 1));
+    const __m256 h = _mm256_add_ps(lo, hi);
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
+  }
+};
+
+}  // namespace
+
+// Few rows: 8 columns at once, so 8 independent accumulator chains hide the FMA latency. More rows:
+// 8 rows x 2 columns (16 accumulators, 4 dequantized weight vectors, 2 of x in 32 zmm registers),
+// each block's weights dequantized once for 8 rows.
+void columns_avx512(const Problem& p, int64_t m0, int64_t m1) {
+  if (p.n < FEW_ROWS) columns<V, 1, 8>(p, m0, m1); else columns<V, 8, 2>(p, m0, m1);
+}
+
+}  // namespace q4

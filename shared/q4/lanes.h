@@ -1,0 +1,93 @@
+// The one summation order every code path follows, written once over a 16-lane vector type `V`
+// that each ISA's translation unit defines (kernel_avx512.cpp, kernel_avx2.cpp, kernel_scalar.cpp).
+//
+// y[r, m] = sum_k x[r, k] * w[m, k], with w dequantized exactly (Q4_1: d*q + m, Q8_0: d*q; d*q is exact
+// in float32). Lane j of one accumulator takes k = j, j + 16, j + 32, ... in increasing order, each
+// step one fused multiply-add; the 16 lanes are then added in a fixed tree (j + j+8, + j+4, + j+2,
+// + j+1). Every output element gets exactly this sequence of roundings whatever the number of rows,
+// the tile it falls in, the columns beside it or the thread that computes it: batch invariance by
+// construction, and the same bits on AVX-512, AVX2 and the scalar path.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace q4 {
+
+constexpr int BLOCK = 32;
+constexpr int Q4_1_BYTES = 20;  // f16 d, f16 m, 16 bytes of nibbles
+constexpr int Q8_0_BYTES = 34;  // f16 d, 32 int8
+enum Kind { KIND_Q4_1 = 0, KIND_Q8_0 = 1 };
+
+struct Problem {
+  const float* x;   // [n, k] row-major
+  const uint8_t* w; // [m, k / 32 * block bytes]
+  float* y;         // [n, m] row-major
+  int64_t n, k, m;
+  int kind;
+};
+
+template <class V, int KIND>
+inline void dequant(const uint8_t* blk, V& lo, V& hi) {
+  if (KIND == KIND_Q4_1) V::q4_1(blk, lo, hi); else V::q8_0(blk, lo, hi);
+}
+
+// R rows x C columns, all blocks: the weights of a block are dequantized once for the R rows.
+template <class V, int KIND, int R, int C>
+inline void tile(const Problem& p, int64_t r0, int64_t c0) {
+  constexpr int64_t BB = KIND == KIND_Q4_1 ? Q4_1_BYTES : Q8_0_BYTES;
+  const int64_t nb = p.k / BLOCK, row_bytes = nb * BB;
+  V acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = V::zero();
+  for (int64_t b = 0; b < nb; ++b) {
+    V w[C][2];
+    for (int c = 0; c < C; ++c) dequant<V, KIND>(p.w + (c0 + c) * row_bytes + b * BB, w[c][0], w[c][1]);
+    for (int r = 0; r < R; ++r) {
+      const float* xr = p.x + (r0 + r) * p.k + b * BLOCK;
+      V x0 = V::load(xr), x1 = V::load(xr + 16);
+      for (int c = 0; c < C; ++c) {
+        acc[r][c] = V::fma(x0, w[c][0], acc[r][c]);
+        acc[r][c] = V::fma(x1, w[c][1], acc[r][c]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) p.y[(r0 + r) * p.m + c0 + c] = V::sum(acc[r][c]);
+}
+
+// Rows in tiles of R, the rest in tiles of R/2, R/4, ... 1; the tiling changes speed, never a result.
+template <class V, int KIND, int R, int C>
+inline void rows_for_columns(const Problem& p, int64_t r_begin, int64_t r_end, int64_t c0) {
+  int64_t r = r_begin;
+  for (; r + R <= r_end; r += R) tile<V, KIND, R, C>(p, r, c0);
+  if constexpr (R > 1) rows_for_columns<V, KIND, R / 2, C>(p, r, r_end, c0);
+}
+
+// Below this many rows a call tiles for columns rather than rows (per ISA; never a result's change).
+constexpr int64_t FEW_ROWS = 4;
+
+// Rows in blocks of ROW_BLOCK so a prefill's activations stay in L2 while the columns stream by.
+constexpr int64_t ROW_BLOCK = 64;
+
+template <class V, int KIND, int R, int C>
+inline void columns_kind(const Problem& p, int64_t m0, int64_t m1) {
+  for (int64_t rb = 0; rb < p.n; rb += ROW_BLOCK) {
+    const int64_t re = rb + ROW_BLOCK < p.n ? rb + ROW_BLOCK : p.n;
+    int64_t c = m0;
+    for (; c + C <= m1; c += C) rows_for_columns<V, KIND, R, C>(p, rb, re, c);
+    for (; c < m1; ++c) rows_for_columns<V, KIND, R, 1>(p, rb, re, c);
+  }
+}
+
+template <class V, int R, int C>
+inline void columns(const Problem& p, int64_t m0, int64_t m1) {
+  if (p.kind == KIND_Q4_1) columns_kind<V, KIND_Q4_1, R, C>(p, m0, m1);
+  else columns_kind<V, KIND_Q8_0, R, C>(p, m0, m1);
+}
+
+// y[:, m0:m1) for every row: what one thread computes. Defined per ISA.
+void columns_avx512(const Problem& p, int64_t m0, int64_t m1);
+void columns_avx2(const Problem& p, int64_t m0, int64_t m1);
+void columns_scalar(const Problem& p, int64_t m0, int64_t m1);
+
+}  // namespace q4

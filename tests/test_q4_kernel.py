@@ -1,0 +1,94 @@
+"""The q4 kernel: float32 rows times GGUF blocks, correct, batch-invariant, and the same bits on every path."""
+import os
+
+import pytest
+import torch
+
+from shared.q4 import kernel
+from shared.q4.blocks import BLOCK_BYTES, dequantize
+from tests.conftest import CPU
+
+SHAPES = [(960, 576, "q4_1"), (576, 576, "q4_1"), (3072, 576, "q4_1"), (576, 1536, "q4_1"), (49152, 576, "q8_0")]
+PATH = kernel.isa_for(CPU.flags)  # the path a node on this CPU takes (TWINTEE_CPU_ISA's cap included)
+RUNNABLE = [isa for isa in ("avx512", "avx2", "baseline") if kernel.ISA_NEEDS[isa] <= CPU.flags]
+
+
+def random_blocks(m: int, k: int, kind: str, seed: int = 0, order_revealing: bool = False) -> torch.Tensor:
+    """uint8 [m, k / 32 * bytes] of plausible scales (and minimums), random codes. `order_revealing`
+    makes every row's first and last weight equal and large, so rows x with x[0] = -x[-1] huge sum to
+    a value that shows in which order the small products between were added."""
+    g = torch.Generator().manual_seed(seed)
+    b = torch.randint(0, 256, (m, k // 32, BLOCK_BYTES[kind]), dtype=torch.uint8, generator=g)
+    b[..., 0:2] = (torch.rand(m, k // 32, 1, generator=g) * 0.02 + 1e-3).half().view(torch.uint8)
+    if kind == "q4_1":
+        b[..., 2:4] = (-torch.rand(m, k // 32, 1, generator=g) * 0.1).half().view(torch.uint8)
+    if order_revealing:
+        b[:, -1, :4] = b[:, 0, :4] = torch.tensor([0x00, 0x58, 0x00, 0x00] if kind == "q4_1" else [0x00, 0x58, 0x7F, 0])
+        if kind == "q4_1":  # w = 128 * 15 at k = 0 (low nibble of byte 0) and k = K - 1 (high nibble of byte 15)
+            b[:, 0, 4] |= 0x0F
+            b[:, -1, 19] |= 0xF0
+        else:  # w = 128 * 127 at k = 0 and k = K - 1
+            b[:, -1, 33] = 0x7F
+    return b.reshape(m, -1).contiguous()
+
+
+def rows(n: int, k: int, seed: int = 1, order_revealing: bool = False) -> torch.Tensor:
+    x = torch.randn(n, k, generator=torch.Generator().manual_seed(seed))
+    if order_revealing:
+        x[:, 0], x[:, -1] = 2.0**10, -(2.0**10)
+    return x
+
+
+@pytest.mark.parametrize("kind", ["q4_1", "q8_0"])
+@pytest.mark.parametrize("isa", RUNNABLE)
+def test_equals_a_float64_matmul_of_the_dequantized_weights(kind, isa):
+    w, x = random_blocks(200, 576, kind), rows(9, 576)
+    ref = x.double() @ dequantize(w, kind).double().T  # [9, 200]
+    out = kernel.mm(x, w, kind, isa)
+    assert out.shape == (9, 200) and out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-5 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("m,k,kind", SHAPES, ids=["qkv", "o", "gate_up", "down", "head"])
+def test_a_row_is_the_same_alone_or_in_any_batch(m, k, kind):
+    # What keeps a stream's tokens identical alone or batched, on the path this CPU takes.
+    w, x = random_blocks(m, k, kind, order_revealing=True), rows(100, k, order_revealing=True)
+    alone = torch.cat([kernel.mm(x[i : i + 1], w, kind, PATH) for i in (97, 98, 99)])  # [3, m]
+    for n in list(range(2, 17)) + [31, 33, 64, 65, 100]:
+        got = kernel.mm(x[-n:], w, kind, PATH)[-min(n, 3):]  # the three rows ride last, behind n - 3 others
+        assert torch.equal(got, alone[-min(n, 3):]), n
+
+
+def test_every_path_this_cpu_runs_gives_the_same_bits():
+    # One summation order (lanes.h) on AVX-512, AVX2 and the scalar path: a capped node computes what
+    # an uncapped one does.
+    for kind in ("q4_1", "q8_0"):
+        w, x = random_blocks(96, 1536, kind, order_revealing=True), rows(11, 1536, order_revealing=True)
+        outs = [kernel.mm(x, w, kind, isa) for isa in RUNNABLE]
+        assert all(torch.equal(o, outs[0]) for o in outs[1:]), (kind, RUNNABLE)
+
+
+def test_the_thread_count_never_changes_a_result():
+    w, x = random_blocks(3072, 576, "q4_1", order_revealing=True), rows(8, 576, order_revealing=True)
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            outs.append(kernel.mm(x, w, "q4_1", PATH))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+def test_the_path_follows_the_cpu_flags_and_the_cap():
+    assert kernel.isa_for(frozenset({"avx2", "fma", "f16c", "avx512f"})) == "avx512"
+    assert kernel.isa_for(frozenset({"avx2", "fma", "f16c"})) == "avx2"
+    assert kernel.isa_for(frozenset({"avx", "sse4_2"})) == "baseline"
+    if os.environ.get("TWINTEE_CPU_ISA") == "avx2":
+        assert PATH == "avx2"
+
+
+def test_malformed_blocks_are_refused():
+    with pytest.raises(RuntimeError, match="row bytes"):
+        kernel.mm(rows(1, 576), random_blocks(8, 512, "q4_1"), "q4_1", PATH)
