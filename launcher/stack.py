@@ -15,7 +15,7 @@ import requests
 
 from launcher import proxy
 from shared.config import GUNICORN_THREADS, env_float
-from shared.cpu import library_caps
+from shared.cpu import OPENMP_ENV, library_caps
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = {"node1": "node1.wsgi:app_from_env()", "node2": "node2.wsgi:app_from_env()",
@@ -76,7 +76,7 @@ class Stack:
         # Both nodes share this machine: give each half the cores unless told otherwise (measured
         # here: 23 tokens/s single-stream at 1 thread each, 20 at torch's default of 2 each).
         shared_cores = {"TWINTEE_THREADS": str(max(1, (os.cpu_count() or 2) // 2))}
-        env = {**shared_cores, **os.environ, **(env or {}), "PYTHONPATH": str(root)}
+        env = {**shared_cores, **OPENMP_ENV, **os.environ, **(env or {}), "PYTHONPATH": str(root)}
         # TWINTEE_CPU_ISA=avx2 runs every process as on an AVX2-only CPU, math libraries included.
         self.env = broker_env({**env, **library_caps(env.get("TWINTEE_CPU_ISA", "native"))})
         self.log_dir = log_dir

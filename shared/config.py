@@ -56,6 +56,7 @@ class ModelSettings:
     max_new_tokens: int = 1024  # the largest `max_tokens` a request may ask for
     max_batch: int = 16  # sequences in one step across both nodes
     cpu: CpuFeatures = field(default_factory=read_cpu)  # TWINTEE_CPU_ISA=avx2: as on an AVX2-only CPU
+    openmp_wait: str = ""  # OMP_WAIT_POLICY as the node started (shared/cpu.py: OPENMP_ENV); "" = libgomp's spin
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -114,6 +115,7 @@ class ModelSettings:
             max_input_tokens=env_int(env, "TWINTEE_MAX_INPUT_TOKENS", 2048),
             max_new_tokens=env_int(env, "TWINTEE_MAX_NEW_TOKENS", 1024),
             max_batch=env_int(env, "TWINTEE_MAX_BATCH", 16),
+            openmp_wait=env_str(env, "OMP_WAIT_POLICY", ""),
         )
 
 

@@ -32,6 +32,16 @@ def library_caps(isa: str) -> dict[str, str]:
             if isa == "avx2" else {})
 
 
+# How the nodes' OpenMP threads wait between parallel regions; libgomp reads it when torch loads, so it
+# must be in the environment the node starts with (the launcher and the images set it). By default an
+# idle OpenMP thread spins for a while before it sleeps. A node's step runs ~150 parallel regions with
+# Python between them, so with two threads the second spun through the whole step, and on a machine
+# whose other core was busy it took the core from its own master thread: node1's q4 decode step went
+# from 12 ms to 250 ms (issue 17, both threads burning 95 ms of CPU a step). Passive threads sleep at
+# once; a region then costs a wake-up, which the kernels only pay for work worth sharing.
+OPENMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 @dataclass(frozen=True)
 class CpuFeatures:
     flags: frozenset[str]  # vector flags only, after the cap

@@ -1,9 +1,11 @@
 """The CPU's vector extensions, the AVX2 cap, and the one-line refusal of a dtype without kernels."""
+import os
+
 import pytest
 
 from node2.config import Node2Config
 from shared.config import ConfigError, ModelSettings
-from shared.cpu import AVX2_ONLY, CpuFeatures, UnsupportedCpu, library_caps, read_cpu, vector_flags
+from shared.cpu import AVX2_ONLY, OPENMP_ENV, CpuFeatures, UnsupportedCpu, library_caps, read_cpu, vector_flags
 
 XEON = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma f16c avx512f avx512bw avx512vl avx512dq amx_bf16 aes\n"
 EPYC_AVX2 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma f16c aes\n"  # issue 10's machine
@@ -59,3 +61,13 @@ def test_the_cap_needs_the_libraries_caps_in_the_starting_environment():
 def test_cpuinfo_without_flags_assumes_nothing():
     assert vector_flags("processor : 0\n") == frozenset()
     assert CpuFeatures(frozenset()).isa == "baseline"
+
+
+def test_the_nodes_start_with_idle_openmp_threads_sleeping():
+    # Spinning OpenMP threads took node1's master's core on a busy machine (issue 17): every stack the
+    # launcher, the tests and the benchmark start sets the passive policy, unless told otherwise.
+    from launcher.stack import Stack
+
+    assert OPENMP_ENV == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert Stack({}).env["OMP_WAIT_POLICY"] == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+    assert Stack({"OMP_WAIT_POLICY": "ACTIVE"}).env["OMP_WAIT_POLICY"] == "ACTIVE"

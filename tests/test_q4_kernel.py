@@ -81,6 +81,21 @@ def test_the_thread_count_never_changes_a_result():
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
 
 
+def test_calls_worth_sharing_split_across_threads_and_small_ones_do_not():
+    # The split is at::parallel_for's inline OpenMP code: built without -fopenmp it never happened.
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert kernel.split_threads(1, 49152, 612) == 2  # the head at one row: 30 MB
+        assert kernel.split_threads(1, 3072, 360) == 2  # gate|up at one row: 1.1 MB
+        assert kernel.split_threads(1, 960, 360) == 1  # qkv at one row: waking a thread costs more
+        assert kernel.split_threads(8, 960, 360) == 2  # ... but not at eight rows
+        torch.set_num_threads(1)
+        assert kernel.split_threads(428, 3072, 360) == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_path_follows_the_cpu_flags_and_the_cap():
     assert kernel.isa_for(frozenset({"avx2", "fma", "f16c", "avx512f"})) == "avx512"
     assert kernel.isa_for(frozenset({"avx2", "fma", "f16c"})) == "avx2"

@@ -1,6 +1,10 @@
 // torch.ops.twintee_q4.mm(x, w, kind, isa): float32 activations [N, K] times GGUF blocks [M, K/32 * bytes]
 // -> [N, M]. Threads split the output columns (at::parallel_for over torch.get_num_threads()), never a
-// sum, so the thread count cannot change a result either.
+// sum, so the thread count cannot change a result either. at::parallel_for's OpenMP code is inline: this
+// unit must be compiled with -fopenmp (build.py), or every call runs on the calling thread alone.
+#include <algorithm>
+#include <atomic>
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -12,6 +16,16 @@ namespace {
 enum Isa { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 // Columns per thread at the least: below this the fork costs more than the work it shares.
 constexpr int64_t GRAIN_COLUMNS = 64;
+// Weight bytes times rows a thread must get before a call wakes a second one. Waking an idle OpenMP
+// thread (the nodes run them passive, issue 17) costs tens of microseconds, more on a busy machine, so
+// at one row only gate|up (1.1 MB, ~150 us) and the head (30 MB) split; qkv, o and down (0.3-0.6 MB,
+// 30-70 us) run on the calling thread. A prefill's rows make every projection worth splitting.
+constexpr int64_t MIN_SPLIT_WORK = int64_t(1) << 20;
+
+int64_t grain_columns(int64_t n, int64_t row_bytes) {
+  const int64_t per_column = std::max<int64_t>(1, n * row_bytes);
+  return std::max(GRAIN_COLUMNS, (MIN_SPLIT_WORK + per_column - 1) / per_column);
+}
 
 at::Tensor mm(const at::Tensor& x, const at::Tensor& w, int64_t kind, int64_t isa) {
   TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "twintee_q4.mm runs on the CPU");
@@ -24,10 +38,23 @@ at::Tensor mm(const at::Tensor& x, const at::Tensor& w, int64_t kind, int64_t is
   const q4::Problem p{x.data_ptr<float>(), w.data_ptr<uint8_t>(), y.data_ptr<float>(), x.size(0), k, w.size(0),
                       static_cast<int>(kind)};
   auto run = isa == ISA_AVX512 ? q4::columns_avx512 : isa == ISA_AVX2 ? q4::columns_avx2 : q4::columns_scalar;
-  if (p.n > 0) at::parallel_for(0, p.m, GRAIN_COLUMNS, [&](int64_t m0, int64_t m1) { run(p, m0, m1); });
+  if (p.n > 0) at::parallel_for(0, p.m, grain_columns(p.n, w.size(1)), [&](int64_t m0, int64_t m1) { run(p, m0, m1); });
   return y;
+}
+
+// How many threads mm's split of an [n, *] x [m, row_bytes] call runs on (at most 63): what tests check
+// to see that the split is compiled in and that small calls stay on the calling thread.
+int64_t split_threads(int64_t n, int64_t m, int64_t row_bytes) {
+  std::atomic<uint64_t> seen{0};
+  at::parallel_for(0, m, grain_columns(n, row_bytes), [&](int64_t, int64_t) {
+    seen |= uint64_t(1) << std::min(at::get_thread_num(), 62);
+  });
+  return __builtin_popcountll(seen.load());
 }
 
 }  // namespace
 
-TORCH_LIBRARY(twintee_q4, m) { m.def("mm(Tensor x, Tensor w, int kind, int isa) -> Tensor", &mm); }
+TORCH_LIBRARY(twintee_q4, m) {
+  m.def("mm(Tensor x, Tensor w, int kind, int isa) -> Tensor", &mm);
+  m.def("split_threads(int n, int m, int row_bytes) -> int", &split_threads);
+}

@@ -18,7 +18,9 @@ UNITS = {  # source -> its own flags
     "kernel_avx2.cpp": ["-mavx2", "-mfma", "-mf16c"],
     # No contraction: every fused multiply-add is an explicit std::fma, as the vector paths have it.
     "kernel_scalar.cpp": ["-ffp-contract=off"],
-    "binding.cpp": ["TORCH"],
+    # at::parallel_for is inline: without -fopenmp its `omp parallel` is compiled out and every call
+    # ran on the calling thread alone, whatever torch.get_num_threads() said.
+    "binding.cpp": ["TORCH", "-fopenmp"],
 }
 COMMON = ["-O3", "-std=c++20", "-fPIC", "-fvisibility=hidden", "-Wall"]
 
@@ -54,12 +56,13 @@ def build(force: bool = False) -> Path:
     objects = []
     for source, flags in UNITS.items():
         obj = LIBRARY.parent / (Path(source).stem + ".o")
-        flags = tcflags if flags == ["TORCH"] else flags
+        flags = [*tcflags, *flags[1:]] if flags[:1] == ["TORCH"] else flags
         if force or _newer(obj, HERE / source):
             _run(["g++", *COMMON, *flags, "-c", str(HERE / source), "-o", str(obj)])
         objects.append(str(obj))
     tmp = LIBRARY.with_suffix(".tmp.so")
-    _run(["g++", "-shared", *objects, "-o", str(tmp), *tlflags])
+    # -fopenmp links libgomp.so.1, which resolves to the copy torch ships (already loaded, rpath): one OpenMP runtime.
+    _run(["g++", "-shared", "-fopenmp", *objects, "-o", str(tmp), *tlflags])
     tmp.replace(LIBRARY)  # a running process keeps the library it mapped
     return LIBRARY
 

@@ -40,3 +40,9 @@ def mm(x: torch.Tensor, blocks: torch.Tensor, kind: str, isa: str) -> torch.Tens
     # x: [N, K] float32, blocks: [M, K / 32 * bytes] uint8 -> [N, M] float32
     load()
     return torch.ops.twintee_q4.mm(x.contiguous(), blocks, KIND_CODES[kind], ISA_CODES[isa])
+
+
+def split_threads(n: int, m: int, row_bytes: int) -> int:
+    """How many threads `mm` runs an [n, K] x [m, row_bytes] call on, at torch's current thread count."""
+    load()
+    return torch.ops.twintee_q4.split_threads(n, m, row_bytes)
