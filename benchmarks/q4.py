@@ -4,10 +4,12 @@ the float32 oneDNN path per SmolLM2 shape, and llama.cpp on the same GGUF when l
     python -m benchmarks.bench --dtypes q4_1 --quick    # this section alone (a few minutes)
 """
 import importlib.util
+import json
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from statistics import median
 
 import torch
 
@@ -24,7 +26,8 @@ from shared.spec import ModelSpec
 from shared.q4.blocks import BLOCK_BYTES
 from shared.weights import build_part, shard_keys
 
-Q4_RELEASE = Path(__file__).resolve().parent / "out" / "release-q4"
+ROOT = Path(__file__).resolve().parents[1]
+Q4_RELEASE = ROOT / "benchmarks" / "out" / "release-q4"
 # SmolLM2's projections as the nodes fuse them, and the head: (name, out, in, block format).
 SHAPES = [("qkv", 960, 576, "q4_1"), ("o", 576, 576, "q4_1"), ("gate|up", 3072, 576, "q4_1"),
           ("down", 576, 1536, "q4_1"), ("head", 49152, 576, "q8_0")]
@@ -118,27 +121,21 @@ def kernel_table(isa: str, threads: int) -> list[dict]:
     return rows
 
 
-def llama_cpp(tokenizer, threads: int, tokens: int = 128) -> dict | None:
-    """llama.cpp's single stream on the same GGUF, prompt and thread budget, if llama-cpp-python is installed
-    (`make llama-cpp`); None otherwise."""
+def llama_cpp(tokenizer, threads: int, tokens: int = 128) -> list[dict] | None:
+    """llama.cpp's single stream on the same GGUF and prompt, on 1 and up to `threads` threads, each in a child
+    process (benchmarks/llama_cpp_stream.py), if llama-cpp-python is installed (`make llama-cpp`); None otherwise.
+    A run that fails is reported with its exit status instead of a rate."""
     if importlib.util.find_spec("llama_cpp") is None:
         return None
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(smollm2_dir() / SMOLLM2_GGUF), n_ctx=2048, n_threads=threads, n_batch=512,
-                verbose=False)
-    ids = chat_ids(tokenizer, DECODE)
-    rates = []
-    for _ in range(3):
-        llm.reset()
-        t0, t1, n = time.perf_counter(), None, 0
-        for _ in llm.generate(ids, temp=0.0, top_k=1, reset=True):
-            n += 1
-            t1 = t1 or time.perf_counter()
-            if n == tokens:
-                break
-        rates.append((n - 1) / (time.perf_counter() - t1))
-    return {"threads": threads, "tokens": tokens, "tps": median(rates)}
+    ids = ",".join(str(i) for i in chat_ids(tokenizer, DECODE))
+    out = []
+    for n in sorted({1, threads}):
+        run = subprocess.run([sys.executable, "-m", "benchmarks.llama_cpp_stream", "--threads", str(n),
+                              "--tokens", str(tokens), "--ids", ids], cwd=ROOT, capture_output=True, text=True)
+        lines = run.stdout.strip().splitlines()
+        out.append(json.loads(lines[-1]) if run.returncode == 0 and lines
+                   else {"threads": n, "tokens": tokens, "tps": None, "error": f"exit status {run.returncode}"})
+    return out
 
 
 def markdown(section: dict) -> list[str]:
@@ -151,10 +148,12 @@ def markdown(section: dict) -> list[str]:
     for r in k["rows"]:
         lines.append(f"| {r['shape']} | {r['batch']} | {r['float32_ms']:.3f} | {r['q4_ms']:.3f} | "
                      f"{r['float32_ms'] / r['q4_ms']:.2f}x | {r['q4_bytes'] / r['q4_ms'] / 1e6:.1f} |")
-    lc = section.get("llama_cpp")
-    lines += ["", f"Single stream: split {d['split_tps']:.1f} tok/s, generate() {d['baseline_tps']:.1f} tok/s"
-              + (f", llama.cpp {lc['tps']:.1f} tok/s on {lc['threads']} threads (split = {d['split_tps'] / lc['tps']:.2f}x)"
-                 if lc else "; llama.cpp not measured (llama-cpp-python not installed: `make llama-cpp`)") + "."]
+    runs = section.get("llama_cpp")
+    llama = ("; llama.cpp not measured (llama-cpp-python not installed: `make llama-cpp`)" if runs is None else
+             "; llama.cpp on the same GGUF and prompt: " + ", ".join(
+                 f"{r['tps']:.1f} tok/s on {r['threads']} thread(s) (split = {d['split_tps'] / r['tps']:.2f}x)"
+                 if r["tps"] else f"{r['threads']} thread(s) failed ({r['error']})" for r in runs))
+    lines += ["", f"Single stream: split {d['split_tps']:.1f} tok/s, generate() {d['baseline_tps']:.1f} tok/s" + llama + "."]
     return lines
 
 

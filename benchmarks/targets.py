@@ -30,15 +30,23 @@ def level(section: dict, clients: int) -> dict | None:
     return next((l for l in section["concurrency"]["levels"] if l["clients"] == clients), None)
 
 
+# Per dtype: (single stream, 8 clients) against generate(). The GGUF's own blocks read a fifth of the
+# bytes, so issue 17 asks more of them; float32 and bfloat16 keep issue 10's targets.
+AGAINST_GENERATE = {"q4_1": (4.0, 2.0)}
+LLAMA_CPP_SHARE, LLAMA_CPP_THREADS = 0.5, 2  # q4_1's single stream against llama.cpp on two threads
+
+
 def judge(section: dict) -> list[Target]:
     d, mem, step = section["decode"], section["memory"], section["decode"]["step"]
-    out = [Target("single-stream decode >= 1.3x generate()", f"{d['ratio']:.2f}x", d["ratio"], 1.3, True, ">= 1.3x",
-                  "decode >= 1.3x")]
+    single, eight = AGAINST_GENERATE.get(section["dtype"], (1.3, 1.2))
+    out = [Target(f"single-stream decode >= {single:g}x generate()", f"{d['ratio']:.2f}x", d["ratio"], single, True,
+                  f">= {single:g}x", f"decode >= {single:g}x")]
+    out += llama_cpp_target(section)
     l8 = level(section, 8)
     if l8:
         same = l8["identical"] == l8["streams"]
-        out.append(Target("8 clients >= 1.2x generate() batch 8, identical tokens", f"{l8['ratio']:.2f}x",
-                          l8["ratio"], 1.2, True, ">= 1.2x", "8 clients >= 1.2x",
+        out.append(Target(f"8 clients >= {eight:g}x generate() batch 8, identical tokens", f"{l8['ratio']:.2f}x",
+                          l8["ratio"], eight, True, f">= {eight:g}x", f"8 clients >= {eight:g}x",
                           f"{l8['identical']}/{l8['streams']} streams identical to their single-stream output"
                           + ("" if same else " (required: all)"), also_required=same))
     long = section["ttft"]["long"]
@@ -53,3 +61,16 @@ def judge(section: dict) -> list[Target]:
                           m["weight_share"], 0.62, False, "<= 62%", f"{role} weights <= 62%",
                           f"RSS its load added: {m['rss_added_share']:.1%} of the whole"))
     return out
+
+
+def llama_cpp_target(section: dict) -> list[Target]:
+    """q4_1's single stream against llama.cpp on the same GGUF, when the bench could run llama.cpp."""
+    if section["dtype"] != "q4_1":
+        return []
+    rate = next((r["tps"] for r in section.get("llama_cpp") or [] if r["threads"] == LLAMA_CPP_THREADS), None)
+    if not rate:
+        return []
+    share = section["decode"]["split_tps"] / rate
+    return [Target(f"single stream >= {LLAMA_CPP_SHARE:g}x llama.cpp on {LLAMA_CPP_THREADS} threads",
+                   f"{share:.2f}x ({rate:.1f} tok/s)", share, LLAMA_CPP_SHARE, True, f">= {LLAMA_CPP_SHARE:g}x",
+                   f"vs llama.cpp >= {LLAMA_CPP_SHARE:g}x")]
