@@ -13,7 +13,8 @@ NONCE_BYTES = 32
 PEER_HANDSHAKE = "peer-handshake"  # node1 <-> node2 channel set-up (shared/handshake.py)
 CLIENT_ATTESTATION = "client-attestation"  # a page or client challenging a node (GET /attestation)
 KEY_REQUEST = "key-request"  # a node asking the broker for its shard key
-PURPOSES = (PEER_HANDSHAKE, CLIENT_ATTESTATION, KEY_REQUEST)
+LEDGER_SIGNER = "ledger-signer"  # node1's key that signs the usage ledger's chain (node1/ledger.py)
+PURPOSES = (PEER_HANDSHAKE, CLIENT_ATTESTATION, KEY_REQUEST, LEDGER_SIGNER)
 
 
 def report_data(public_key: bytes, nonce: bytes, *, purpose: str) -> bytes:

@@ -1,5 +1,6 @@
 """node1's one validated configuration, read from the environment by its entry point."""
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 from shared.config import GUNICORN_THREADS, ConfigError, ModelSettings, TeeSettings, env_float, env_int, env_str
@@ -23,6 +24,9 @@ class Node1Config:
     # How long a batch waits for node2 to come back (a restarted node2 loads in ~10 s) before its
     # generations fail; within it, each is replayed into the new node2 and goes on unchanged.
     node2_recovery_s: float = 60.0
+    # Where tenants and the usage ledger live: empty = SQLite under the data directory; a
+    # postgresql:// URL lets several node1 replicas share them.
+    ledger_url: str = ""
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
@@ -39,6 +43,8 @@ class Node1Config:
 
         if not 0 < self.node2_recovery_s <= 3600:
             raise ConfigError("TWINTEE_NODE2_RECOVERY_S must be more than 0 and at most 3600 seconds")
+        if self.ledger_url and not self.ledger_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("TWINTEE_LEDGER_URL must be empty (SQLite in the data directory) or a postgresql:// URL")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Node1Config":
@@ -52,4 +58,11 @@ class Node1Config:
             pipeline_slots=env_int(env, "TWINTEE_PIPELINE_SLOTS", 2),
             max_concurrent=env_int(env, "TWINTEE_MAX_CONCURRENT", 32),
             node2_recovery_s=env_float(env, "TWINTEE_NODE2_RECOVERY_S", 60.0),
+            ledger_url=env_str(env, "TWINTEE_LEDGER_URL", ""),
         )
+
+
+def ledger_settings(env: Mapping[str, str]) -> tuple[str, Path]:
+    """(ledger URL, data directory) for the operator's CLIs, checked as node1 checks them."""
+    config = Node1Config(ledger_url=env_str(env, "TWINTEE_LEDGER_URL", ""), tee=TeeSettings.from_env(env))
+    return config.ledger_url, config.tee.data_dir
