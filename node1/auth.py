@@ -158,11 +158,11 @@ def metered(events, grant: Grant, usage_of=None):
         grant.close()
 
 
-def meter(resp: Response, grant: Grant) -> Response:
+def meter(resp: Response, grant: Grant, sealed: bool = False) -> Response:
     """Attaches the grant to a reply: a JSON one is recorded now, a stream as its [DONE] goes out."""
     usage_of = getattr(resp, "usage_of", None)
     if resp.mimetype == "text/event-stream":
-        if hasattr(resp, "payloads"):  # the sealed route seals these, not the SSE text
+        if sealed:  # the sealed route seals the payloads, not the SSE text
             resp.payloads = metered(resp.payloads, grant, usage_of)
         else:
             resp.response = metered(resp.response, grant, usage_of)
@@ -185,7 +185,7 @@ def sealed_call(gate: Gate, call, method: str, path: str, body, headers) -> Resp
         err, status, extra = refusal(exc)
         return Response(json.dumps(err), status=status, headers=extra, mimetype="application/json")
     try:
-        return meter(call(method, path, body), grant)
+        return meter(call(method, path, body), grant, sealed=True)
     except BaseException:
         grant.close()
         raise

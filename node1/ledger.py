@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from node1.store import Store
 
 GENESIS = "00" * 32
+DAY_S = 86400.0
 SIGNED_PREFIX = b"twintee/ledger-head/v1"  # what a ledger signature covers: this, then the row's hash
 
 

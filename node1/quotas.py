@@ -6,10 +6,10 @@ import threading
 import time
 from collections import defaultdict, deque
 
-from node1.ledger import Ledger, utc_day_start
+from node1.ledger import DAY_S, Ledger, utc_day_start
 from node1.tenants import Tenant
 
-MINUTE, DAY = 60.0, 86400.0
+MINUTE = 60.0
 
 
 class QuotaExceeded(Exception):
@@ -77,4 +77,4 @@ class Quotas:
             start = utc_day_start(now)
             used, _ = self.ledger.tokens_since(tenant.name, start)
             if used >= p.tokens_per_day:
-                raise QuotaExceeded(f"rate limit: {p.tokens_per_day} tokens per day (UTC)", start + DAY - now)
+                raise QuotaExceeded(f"rate limit: {p.tokens_per_day} tokens per day (UTC)", start + DAY_S - now)

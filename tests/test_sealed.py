@@ -288,3 +288,11 @@ def test_attestation_relays_node2_and_names_its_failure(http):
 def test_policy_is_served_byte_for_byte(http, rt):
     r = http.get("/policy")
     assert r.status_code == 200 and r.data == (rt.config.tee.data_dir / "policy.json").read_bytes()
+
+
+def test_a_sealed_generation_without_its_key_inside_is_401_in_openais_shape(http, rt):
+    wire, _ = seal_request({"prompt": "hi"}, rt.public_key)
+    r = http.post("/v1/sealed/generate", json=wire, headers={"Authorization": f"Bearer {rt.api_key}"})
+    assert r.status_code == 401 and r.get_json()["error"]["code"] == "invalid_api_key"
+    wire, _ = seal_request({"prompt": "hi", "api_key": rt.api_key + "x"}, rt.public_key)
+    assert http.post("/v1/sealed/generate", json=wire).status_code == 401
