@@ -4,14 +4,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DATA   ?= data
-APT_PACKAGES := chromium chromium-driver
+APT_PACKAGES := chromium chromium-driver postgresql
 
-.PHONY: setup prepare run test test-fast bench clean
+.PHONY: setup prepare run test test-fast bench clean tenant tenant-revoke tenants ledger-verify
 
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements.lock
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt -c requirements.lock
@@ -28,7 +28,27 @@ $(DATA)/policy.json:
 	$(MAKE) prepare
 
 run: setup $(DATA)/policy.json
+	@TWINTEE_DATA_DIR=$(DATA) $(PY) -m node1.tenants dev >/dev/null  # the `dev` tenant, its key in $(DATA)/dev-api-key (0600)
+	@echo "the page, with the dev tenant's key: http://127.0.0.1:5002/#key=$$(cat $(DATA)/dev-api-key)"
 	TWINTEE_DATA_DIR=$(DATA) $(PY) -m launcher
+
+# Tenants and the usage ledger (node1/tenants.py, node1/ledger_verify.py); TWINTEE_LEDGER_URL=postgresql://...
+# reaches a shared database instead of $(DATA)/ledger.sqlite3. 0 or nothing: no limit.
+tenant: setup
+	@test -n "$(NAME)" || (echo "usage: make tenant NAME=alice [RPM=.. TPM=.. TOKENS_PER_DAY=.. MAX_CONCURRENT=.. MAX_TOKENS=.. MODELS=a,b]" && false)
+	@TWINTEE_DATA_DIR=$(DATA) $(PY) -m node1.tenants create "$(NAME)" --rpm "$(or $(RPM),0)" --tpm "$(or $(TPM),0)" \
+	  --tokens-per-day "$(or $(TOKENS_PER_DAY),0)" --max-concurrent "$(or $(MAX_CONCURRENT),0)" \
+	  --max-tokens "$(or $(MAX_TOKENS),0)" --models "$(MODELS)"
+
+tenant-revoke: setup
+	@test -n "$(NAME)" || (echo "usage: make tenant-revoke NAME=alice" && false)
+	@TWINTEE_DATA_DIR=$(DATA) $(PY) -m node1.tenants revoke "$(NAME)"
+
+tenants: setup
+	@TWINTEE_DATA_DIR=$(DATA) $(PY) -m node1.tenants list
+
+ledger-verify: setup
+	@TWINTEE_DATA_DIR=$(DATA) $(PY) -m node1.ledger_verify
 
 test: setup
 	$(PY) -m pytest tests -q -ra

@@ -67,6 +67,7 @@ class Gate:
         """Unauthorized, PolicyRefused or QuotaExceeded, else the request's Grant."""
         tenant = self.tenants.authenticate(authorization)
         generation = path in GENERATIONS
+        body = body() if callable(body) else body  # read only for a caller with a key
         if generation and isinstance(body, dict):
             self.quotas.check_request(tenant, _model(path, body), self._max_tokens(path, body))
         self.quotas.acquire(tenant, generation)
@@ -213,7 +214,7 @@ def install_gate(app: Flask, gate: Gate, max_body_bytes: int) -> None:
         path = request.path
         if not path.startswith(GATED_PREFIXES) or path.startswith(OPEN_PREFIXES):
             return None
-        body = peek_json(request, max_body_bytes) if path in GENERATIONS else None
+        body = (lambda: peek_json(request, max_body_bytes)) if path in GENERATIONS else None
         try:
             g.grant = gate.admit(request.headers.get("Authorization"), path, body)
         except (Unauthorized, QuotaExceeded, PolicyRefused) as exc:

@@ -85,7 +85,12 @@ def main(argv=None) -> int:
     ledger_url, data_dir = ledger_settings(os.environ)
     store = Store.open(ledger_url, data_dir)
     # --no-attestation: checks the chain and signatures only (a ledger without its release directory).
-    verifier = None if "--no-attestation" in (argv or sys.argv[1:]) else release_verifier(data_dir)
+    try:
+        verifier = None if "--no-attestation" in (argv or sys.argv[1:]) else release_verifier(data_dir)
+    except Exception as exc:  # noqa: BLE001 - PolicyError and friends: say which file, and stop
+        print(f"cannot appraise the ledger's signing keys without the release directory: {exc} "
+              "(--no-attestation checks the chain and signatures alone)", file=sys.stderr)
+        return 2
     rows = read_rows(store)
     finding = verify_chain(rows, appraise_signers(store, verifier))
     if finding:

@@ -80,7 +80,7 @@ def replies(stdout: str) -> list[str]:
 
 def greedy(stack, prompt: str) -> str:
     body = {"prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0}
-    return requests.post(stack.url("node1") + "/generate", json=body, timeout=300).json()["text"]
+    return requests.post(stack.url("node1") + "/generate", headers=stack.auth, json=body, timeout=300).json()["text"]
 
 
 # ---- fast: the client's appraisal on a simulated release, no processes -----------------------------------
