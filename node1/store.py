@@ -73,7 +73,7 @@ class Store:
 
     def rows(self, sql: str, params=()) -> list[tuple]:
         cur = self._conn().execute(self._sql(sql), tuple(params))
-        return [tuple(r) for r in cur.fetchall()]
+        return [tuple(r) for r in cur.fetchall()] if cur.description else []
 
     @contextmanager
     def write(self):
