@@ -129,18 +129,19 @@ class Tenants:
         return Tenant(name, Policy.from_json(policy))
 
 
-def ensure_dev_key(tenants: Tenants, key_file: Path) -> str:
-    """The local default: the `dev` tenant's key from `key_file`, created (0600) when missing or stale."""
+def ensure_key(tenants: Tenants, key_file: Path, name: str = "dev") -> str:
+    """The local default: tenant `name`'s key from `key_file`, (re)issued with no limits and written
+    0600 when the file is missing or its key no longer opens this database."""
     if key_file.exists():
         key = key_file.read_text().strip()
         try:
             tenants.authenticate(f"Bearer {key}")
             return key
         except Unauthorized:
-            pass  # a new ledger database, or a revoked dev key: issue a fresh one
-    if any(t["name"] == "dev" and not t["revoked"] for t in tenants.listing()):
-        tenants.revoke("dev")
-    key = tenants.create("dev", Policy())
+            pass  # a new ledger database, or a revoked key: issue a fresh one
+    if any(t["name"] == name and not t["revoked"] for t in tenants.listing()):
+        tenants.revoke(name)
+    key = tenants.create(name, Policy())
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
@@ -182,7 +183,7 @@ def main(argv=None) -> int:
             for t in tenants.listing():
                 print(json.dumps(t, sort_keys=True))
         else:
-            print(ensure_dev_key(tenants, Path(data_dir) / "dev-api-key"))
+            print(ensure_key(tenants, Path(data_dir) / "dev-api-key"))
     except TenantError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -29,20 +29,14 @@ def stack_env(data_dir: Path, **extra) -> dict:
 
 
 def tenant_key(data_dir: Path, env: dict | None = None, name: str = "tests") -> str:
-    """The API key of tenant `name` (no limits) in the stack's ledger database, created the first time
-    and kept beside the release as `<name>-api-key`, so every stack on one release shares it."""
+    """The API key of tenant `name` (no limits) in the stack's ledger database, kept beside the release
+    as `<name>-api-key` and reissued when that database does not know it (a fresh PostgreSQL server)."""
     from node1.config import ledger_settings
     from node1.store import Store
-    from node1.tenants import Policy, Tenants
+    from node1.tenants import Tenants, ensure_key
 
-    path = Path(data_dir) / f"{name}-api-key"
-    if path.exists():
-        return path.read_text().strip()
     url, _ = ledger_settings({"TWINTEE_DATA_DIR": str(data_dir), **(env or {})})
-    tenants = Tenants(Store.open(url, Path(data_dir)))
-    key = tenants.create(name, Policy())
-    path.write_text(key)
-    return key
+    return ensure_key(Tenants(Store.open(url, Path(data_dir))), Path(data_dir) / f"{name}-api-key", name)
 
 
 def start_stack(data_dir: Path, log_dir: Path, roles=("broker", "node2", "node1"), **extra) -> Stack:

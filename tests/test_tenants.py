@@ -7,7 +7,7 @@ import pytest
 
 from node1 import tenants as tenants_module
 from node1.store import Store
-from node1.tenants import Policy, TenantError, Tenants, Unauthorized, ensure_dev_key
+from node1.tenants import Policy, TenantError, Tenants, Unauthorized, ensure_key
 
 
 @pytest.fixture()
@@ -63,11 +63,11 @@ def test_policies_refuse_negative_limits():
 
 def test_the_dev_key_is_written_0600_once_and_reissued_when_stale(tenants, tmp_path):
     path = tmp_path / "dev-api-key"
-    key = ensure_dev_key(tenants, path)
+    key = ensure_key(tenants, path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and path.read_text().strip() == key
-    assert ensure_dev_key(tenants, path) == key
+    assert ensure_key(tenants, path) == key
     tenants.revoke("dev")
-    again = ensure_dev_key(tenants, path)
+    again = ensure_key(tenants, path)
     assert again != key and tenants.authenticate(f"Bearer {again}").name == "dev"
 
 
