@@ -1,5 +1,6 @@
 """`python -m client chat`: verify both nodes, print the verdicts, then chat with sealed requests."""
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,19 @@ def parse_args(argv):
     chat.add_argument("--prompt", help="send one prompt and exit instead of reading lines")
     chat.add_argument("--temperature", type=float, default=0.0)
     chat.add_argument("--max-tokens", type=int, default=128)
+    chat.add_argument("--api-key-file", type=Path, default=None,
+                      help="your API key (default: $TWINTEE_API_KEY, else <release-dir>/dev-api-key from make run)")
     return p.parse_args(argv)
+
+
+def api_key(args, env) -> str | None:
+    """The key sent with each turn (inside the seal): --api-key-file, $TWINTEE_API_KEY, or make run's dev key."""
+    if args.api_key_file is not None:
+        return args.api_key_file.read_text().strip()
+    if env.get("TWINTEE_API_KEY"):
+        return env["TWINTEE_API_KEY"].strip()
+    dev = args.release_dir / "dev-api-key"
+    return dev.read_text().strip() if dev.exists() else None
 
 
 def red(text: str, stream) -> str:
@@ -74,7 +87,8 @@ def read_lines(lines, out):
 
 def run_chat(args, out=sys.stdout, err=sys.stderr, lines=sys.stdin) -> int:
     http = requests.Session()
-    chat = Chat(http, args.url, temperature=args.temperature, max_tokens=args.max_tokens)
+    chat = Chat(http, args.url, temperature=args.temperature, max_tokens=args.max_tokens,
+                api_key=api_key(args, os.environ))
     pinned = None
     if args.insecure_plain:
         print(INSECURE_BANNER, file=err)
