@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= data
 APT_PACKAGES := chromium chromium-driver postgresql
 
-.PHONY: setup prepare run test test-fast bench clean tenant tenant-revoke tenants ledger-verify
+.PHONY: setup prepare run test test-fast bench clean tenant tenant-revoke tenants ledger-verify operators
 
 setup: $(STAMP)
 
@@ -49,6 +49,11 @@ tenants: setup
 
 ledger-verify: setup
 	@TWINTEE_DATA_DIR=$(DATA) $(PY) -m node1.ledger_verify
+
+# Each node operator's share of the layer-tokens computed in a period (UTC days, inclusive).
+operators: setup
+	@test -n "$(FROM)" -a -n "$(TO)" || (echo "usage: make operators FROM=YYYY-MM-DD TO=YYYY-MM-DD" && false)
+	@TWINTEE_DATA_DIR=$(DATA) $(PY) -m node1.operators --from "$(FROM)" --to "$(TO)"
 
 test: setup
 	$(PY) -m pytest tests -q -ra

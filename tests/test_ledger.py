@@ -113,3 +113,16 @@ def test_the_cli_exits_1_naming_the_row(store, tmp_path, monkeypatch, capsys):
     store.rows("UPDATE ledger SET tenant = 'b' WHERE seq = 4")
     assert ledger_verify.main(["--no-attestation"]) == 1
     assert "row 4: edited" in capsys.readouterr().out
+
+
+def test_operators_are_credited_layer_tokens_by_identity(store):
+    from node1.operators import shares
+
+    ledger = Ledger(store)
+    ledger.record(UsageRow("a", T0, "m", 10, 0, "stop", "m1", "m2", 20, 10))
+    ledger.record(UsageRow("a", T0, "m", 5, 5, "stop", "m1", "m2b", 20, 10))
+    ledger.record(UsageRow("a", T0 + 2 * 86400, "m", 100, 0, "stop", "m1", "m2", 20, 10))  # outside the period
+    got = {(r["role"], r["measurement"]): (r["layer_tokens"], round(r["share"], 4))
+           for r in shares(store, "2027-01-15", "2027-01-16")}
+    assert got == {("node1", "m1"): (400, round(400 / 600, 4)), ("node2", "m2"): (100, round(100 / 600, 4)),
+                   ("node2", "m2b"): (100, round(100 / 600, 4))}
