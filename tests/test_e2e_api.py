@@ -21,7 +21,9 @@ def stack(release_dir, tmp_path_factory):
 
 
 def post(stack, body, **kw):
-    return requests.post(stack.url("node1") + "/generate", headers=stack.auth, timeout=120, **({"json": body} if body is not None else kw))
+    kw = {**kw, "headers": {**stack.auth, **kw.get("headers", {})}}
+    return requests.post(stack.url("node1") + "/generate", timeout=120, **({"json": body, "headers": stack.auth}
+                                                                          if body is not None else kw))
 
 
 @pytest.mark.parametrize("body, status, names", [
