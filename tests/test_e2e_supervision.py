@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.e2e import PORTS, stack_env
+from tests.e2e import PORTS, stack_env, tenant_key
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,8 @@ def test_a_killed_node2_is_restarted_and_node1_serves_again(release_dir, tmp_pat
         gunicorn_master(launcher, "node2.wsgi").kill()  # SIGKILL to node2's master: its worker goes too
         time.sleep(1)
         wait_for(node1 + "/health")
-        r = requests.post(node1 + "/generate", json={"prompt": "Hi", "max_tokens": 4}, timeout=120)
+        r = requests.post(node1 + "/generate", json={"prompt": "Hi", "max_tokens": 4}, timeout=120,
+                          headers={"Authorization": f"Bearer {tenant_key(release_dir)}"})
         assert r.status_code == 200 and launcher.poll() is None
         launcher.send_signal(signal.SIGINT)
         assert launcher.wait(timeout=60) == 0

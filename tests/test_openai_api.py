@@ -12,6 +12,7 @@ from node1.scheduler import Finished, GenerationFailed
 from node1.text import PromptTooLong
 from shared.metrics import NodeMetrics
 from shared.wire import SampledToken
+from tests.conftest import tenant_gate
 
 MODEL = "org/tiny"
 REPLY = "Hello, world. Bye"
@@ -70,8 +71,11 @@ def rt():
 
 
 @pytest.fixture()
-def http(rt):
-    return create_app(rt.config, runtime=rt).test_client()
+def http(rt, tmp_path):
+    gate, key = tenant_gate(tmp_path, rt)
+    client = create_app(rt.config, runtime=rt, gate=gate).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"  # every request as tenant `t`
+    return client
 
 
 def chat(http, **fields):
