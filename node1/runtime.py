@@ -10,15 +10,15 @@ import threading
 import torch
 
 from attestation.hardening import process_hardening
+from attestation.manifest import ManifestError
+from attestation.service import ApiError
 from node1.config import Node1Config
 from node1.link import Node2Link
 from node1.scheduler import InFlight, Scheduler
 from node1.text import TextCodec
-from attestation.service import ApiError
 from shared.identity import open_release
 from shared.linear import compute_report
 from shared.loading import load_part, tokenizer_digest
-from attestation.manifest import ManifestError
 from shared.metrics import NodeMetrics
 
 log = logging.getLogger("twintee.node1")

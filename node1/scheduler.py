@@ -64,10 +64,6 @@ class Generation:
     replays: int = 0
     on_done: Callable[[], None] | None = None  # node1's capacity slot, given back when it retires
 
-    @property
-    def step(self) -> int:
-        return len(self.tokens)
-
     def next_input(self) -> tuple[list[int], list[int]]:
         """(token ids to run, the step lengths they are computed in): the prompt, the last token, or
         after a replay everything so far in its original steps (the prompt, then one token each)."""
@@ -262,7 +258,7 @@ class Scheduler:
             self._retire(g, Finished("stop"))
             return
         g.out.put(tok)
-        if g.step >= g.max_tokens:
+        if len(g.tokens) >= g.max_tokens:
             self._retire(g, Finished("length"))
 
     def _recover(self, batch: list[Generation], message: str) -> None:

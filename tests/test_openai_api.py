@@ -9,30 +9,20 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from node1.app import create_app
 from node1.config import Node1Config
 from node1.scheduler import Finished, GenerationFailed
-from node1.text import PromptTooLong
 from shared.metrics import NodeMetrics
 from shared.wire import SampledToken
 from tests.conftest import tenant_gate
+from tests.test_sealed import FakeCodec as SealedFakeCodec
 
 MODEL = "org/tiny"
 REPLY = "Hello, world. Bye"
 
 
-class FakeCodec:
-    """One character per token id (its code point)."""
-    eos_ids = frozenset({0})
-
-    def encode_chat(self, messages, max_input_tokens):
-        ids = [ord(c) for m in messages for c in m["content"]]
-        if len(ids) > max_input_tokens:
-            raise PromptTooLong(f"the prompt is {len(ids)} tokens; the maximum input length is {max_input_tokens}")
-        return ids
+class FakeCodec(SealedFakeCodec):
+    """One character per token id (its code point), plain text prompts too (/v1/completions)."""
 
     def tok(self, text, add_special_tokens=True):
         return {"input_ids": [ord(c) for c in text]}
-
-    def decode(self, ids):
-        return "".join(chr(i) for i in ids)
 
 
 class FakeRuntime:
