@@ -144,7 +144,9 @@ def metered(events, grant: Grant, usage_of=None):
     watch = Watch()
     try:
         for event in events:
-            data = event[6:].strip() if isinstance(event, str) and event.startswith("data: ") else event
+            # bytes on the signed OpenAI routes (node1/response_signing.py hashes the bytes it passes on)
+            text = event.decode() if isinstance(event, bytes) else event
+            data = text[6:].strip() if isinstance(text, str) and text.startswith("data: ") else text
             if data == "[DONE]":
                 grant.record(usage_of() if usage_of else watch.usage, watch.finish_reason)
             elif isinstance(data, str) and data.startswith("{"):
