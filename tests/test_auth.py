@@ -39,8 +39,13 @@ def test_no_key_a_wrong_key_and_a_revoked_key_are_401(tmp_path, method, path, bo
 
 def test_the_page_health_attestation_and_description_stay_open(tmp_path):
     http, _, _ = rig(tmp_path)
-    for path in ("/", "/health", "/openapi.json", "/webui/app.js"):
+    for path in ("/", "/health", "/openapi.json", "/webui/app.js", "/webui/apikey.js"):
         assert http.get(path).status_code == 200, path
+    # The fake pipeline has no evidence nor policy to give: whatever these answer, the gate let them through.
+    for path in ("/attestation?nonce=" + "ab" * 32, "/policy", "/v1/attestation/report?nonce=" + "ab" * 32,
+                 "/v1/signature/chatcmpl-nope"):
+        assert http.get(path).status_code not in (401, 403, 429), path
+    assert openai_error(http.get("/v1/signature/chatcmpl-nope"), 404)["code"] == "not_found"
 
 
 def test_over_the_rate_limit_is_429_with_retry_after(tmp_path):
