@@ -26,8 +26,9 @@ def prompt(canary: str, topic: str) -> str:
     return f"My name is {canary}. Please write two sentences about {topic} and greet me by my name."
 
 
-def plain(url: str, text: str) -> tuple[str, list[int]]:
-    r = requests.post(url + "/generate", json={"prompt": text, "max_tokens": MAX_TOKENS, "temperature": 0}, timeout=300)
+def plain(url: str, auth: dict, text: str) -> tuple[str, list[int]]:
+    r = requests.post(url + "/generate", json={"prompt": text, "max_tokens": MAX_TOKENS, "temperature": 0},
+                      headers=auth, timeout=300)
     assert r.status_code == 200, r.text
     return r.json()["text"], r.json()["token_ids"]
 
@@ -47,18 +48,20 @@ def reply_of(stream) -> tuple[str, list[int]]:
     return text, ids
 
 
-def streamed(url: str, text: str) -> tuple[str, list[int]]:
+def streamed(url: str, auth: dict, text: str) -> tuple[str, list[int]]:
     body = {"prompt": text, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True}
-    with requests.post(url + "/generate", json=body, stream=True, timeout=300) as r:
+    with requests.post(url + "/generate", json=body, headers=auth, stream=True, timeout=300) as r:
         assert r.status_code == 200, r.text
         return reply_of(events(r.iter_lines(decode_unicode=True)))
 
 
-def sealed(url: str, release_dir: Path, text: str) -> tuple[str, list[int]]:
-    """What `python -m client chat` does: verify both nodes, seal the request to node1's attested key."""
+def sealed(url: str, release_dir: Path, api_key: str, text: str) -> tuple[str, list[int]]:
+    """What `python -m client chat` does: verify both nodes, seal the request (the API key inside) to
+    node1's attested key."""
     with requests.Session() as http:
         key = require_verified(attest(http, url, pinned_policy(release_dir, http, url)))
-        wire, response_key = seal_request({"prompt": text, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True}, key)
+        body = {"prompt": text, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True, "api_key": api_key}
+        wire, response_key = seal_request(body, key)
         with http.post(url + "/v1/sealed/generate", json=wire, stream=True, timeout=300) as r:
             assert r.status_code == 200, r.text
             return reply_of(open_stream(r.iter_lines(decode_unicode=True), response_key))
@@ -106,8 +109,8 @@ def written(release_dir, tmp_path_factory):
     s = start_stack(release_dir, logs)
     try:
         url = s.url("node1")
-        replies = [plain(url, prompt(canary, "the sea")), streamed(url, prompt(canary, "mountains")),
-                   sealed(url, release_dir, prompt(canary, "a forest"))]
+        replies = [plain(url, s.auth, prompt(canary, "the sea")), streamed(url, s.auth, prompt(canary, "mountains")),
+                   sealed(url, release_dir, s.api_key, prompt(canary, "a forest"))]
         pages = {f"{role}{path}": requests.get(s.url(role) + path, timeout=10).content
                  for role in ("node1", "node2", "broker") for path in ("/metrics", "/health")}
     finally:

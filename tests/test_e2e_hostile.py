@@ -207,14 +207,15 @@ def poll_health(urls, until: threading.Event, worst: dict):
 
 @pytest.mark.parametrize("role, path", [("node1", "/generate"), ("node2", "/v1/step")])
 def test_64_slow_bodies_never_hold_the_service(stack, role, path):
-    reference = requests.post(stack.url("node1") + "/generate", json=VICTIM, timeout=120).json()["token_ids"]
+    reference = requests.post(stack.url("node1") + "/generate", headers=stack.auth, json=VICTIM,
+                              timeout=120).json()["token_ids"]
     attack = SlowBodies(stack.url(role), path)
     done, worst = threading.Event(), {}
     poller = threading.Thread(target=poll_health, args=([stack.url("node1"), stack.url("node2")], done, worst))
     poller.start()
     try:
         t0 = time.monotonic()
-        victim = requests.post(stack.url("node1") + "/generate", json=VICTIM, timeout=120)
+        victim = requests.post(stack.url("node1") + "/generate", headers=stack.auth, json=VICTIM, timeout=120)
         took = time.monotonic() - t0
     finally:
         done.set()
