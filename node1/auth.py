@@ -35,6 +35,9 @@ def refusal(exc: Exception) -> tuple[dict, int, dict]:
         return shapes.error(401, str(exc), None, "invalid_api_key"), 401, {"WWW-Authenticate": "Bearer"}
     if isinstance(exc, QuotaExceeded):
         return shapes.error(429, str(exc), None, "rate_limit_exceeded"), 429, {"Retry-After": str(exc.retry_after)}
+    # A model or max_tokens the policy never allows is not "over a limit" for a while: no wait makes it
+    # pass, so any Retry-After would lie, and the official openai client retries every 429 by itself
+    # (twice by default, as told) while it raises PermissionDeniedError on a 403 at once.
     return shapes.error(403, str(exc), exc.param, exc.code), 403, {}
 
 

@@ -56,6 +56,24 @@ def test_over_the_rate_limit_is_429_with_retry_after(tmp_path):
     assert openai_error(r, 429)["type"] == "rate_limit_error" and 0 < int(r.headers["Retry-After"]) <= 60
 
 
+@pytest.mark.parametrize("policy, longest", [({"tpm": 5}, 60), ({"tokens_per_day": 5}, 86400)])
+def test_over_a_token_limit_is_429_with_retry_after(tmp_path, policy, longest):
+    http, _, auth = rig(tmp_path, **policy)
+    assert http.post("/v1/chat/completions", json=CHAT, headers=auth).status_code == 200  # 2 + 5 tokens
+    r = http.post("/generate", json={"prompt": "hi", "max_tokens": 2}, headers=auth)
+    assert openai_error(r, 429)["code"] == "rate_limit_exceeded" and 0 < int(r.headers["Retry-After"]) <= longest
+
+
+def test_over_the_concurrent_limit_is_429_with_retry_after(tmp_path):
+    http, _, auth = rig(tmp_path, max_concurrent=1)
+    held = http.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=auth, buffered=False)
+    assert held.status_code == 200  # its slot is taken until the stream closes
+    r = http.post("/v1/chat/completions", json=CHAT, headers=auth)
+    assert openai_error(r, 429)["code"] == "rate_limit_exceeded" and r.headers["Retry-After"] == "1"
+    held.close()
+    assert http.post("/v1/chat/completions", json=CHAT, headers=auth).status_code == 200
+
+
 def test_a_model_or_max_tokens_outside_the_policy_is_403(tmp_path):
     http, _, auth = rig(tmp_path, max_tokens=4, models=("other/model",))
     assert openai_error(http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 1}, headers=auth),
@@ -64,6 +82,7 @@ def test_a_model_or_max_tokens_outside_the_policy_is_403(tmp_path):
     assert openai_error(http.post("/v1/chat/completions", json=CHAT, headers=auth), 403)["param"] == "max_tokens"
     assert openai_error(http.post("/generate", json={"prompt": "hi"}, headers=auth), 403)["code"] == \
         "max_tokens_over_limit"  # /generate's default of 256
+    assert "Retry-After" not in http.post("/v1/chat/completions", json=CHAT, headers=auth).headers  # no wait helps
 
 
 def test_each_generation_is_one_ledger_row_equal_to_its_usage(tmp_path):
