@@ -127,7 +127,8 @@ def openapi(config: Node1Config, model_id: str | None) -> dict:
                                   fail=(404,)),
         },
         "components": {"schemas": _schemas(config, model_id),
-                       # /generate and /v1/* (but the sealed routes, whose key is inside the seal): node1/auth.py
+                       # /generate and /v1/* but the sealed routes (their key is inside the seal), a
+                       # signature lookup and the attestation report: node1/auth.py OPEN_PREFIXES says why
                        "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
     }
 
