@@ -115,7 +115,7 @@ def written(release_dir, tmp_path_factory):
                  for role in ("node1", "node2", "broker") for path in ("/metrics", "/health")}
     finally:
         s.stop()  # every process flushed and closed its logs
-    return SimpleNamespace(replies=replies, needles=needles(canary, replies), pages=pages,
+    return SimpleNamespace(replies=replies, needles=needles(canary, replies), pages=pages, api_key=s.api_key,
                            files=written_files(logs, release_dir, since), logs=logs, data=release_dir)
 
 
@@ -137,6 +137,14 @@ def test_no_prompt_or_reply_in_any_file_any_process_wrote(written):
     for path in written.files:
         body = path.read_bytes()  # once per file: the shards are hundreds of MB
         found += [(what, str(path)) for what, needle in written.needles.items() if needle in body]
+    assert not found
+
+
+def test_the_api_key_is_nowhere_but_its_own_file(written):
+    # node1 stores only its secret's SHA-256; the tests' `<name>-api-key` file is the operator's copy
+    secret = written.api_key.split("-", 2)[2].encode()  # tt-<key id>-<secret>, which may hold "-"
+    found = [str(p) for p in written.files if not p.name.endswith("-api-key") and secret in p.read_bytes()]
+    found += [page for page, body in written.pages.items() if secret in body]
     assert not found
 
 
