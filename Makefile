@@ -4,10 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DATA   ?= data
-# nginx fronts every server (launcher/proxy.py); chromium runs the web page's test.
-APT_PACKAGES := chromium chromium-driver nginx
+# nginx fronts every server (launcher/proxy.py); chromium runs the web page's test; PostgreSQL holds the
+# ledger when TWINTEE_LEDGER_URL says so (the tests start their own server).
+APT_PACKAGES := chromium chromium-driver nginx postgresql
 
-.PHONY: setup system-packages kernels llama-cpp prepare run test test-fast bench load clean
+.PHONY: setup system-packages kernels llama-cpp prepare run test test-fast bench load clean tenant tenant-revoke tenants ledger-verify operators
 
 # The q4 kernel (TWINTEE_DTYPE=q4_1): one library with AVX-512, AVX2 and scalar paths, chosen at run
 # time from the CPU's flags; rebuilt when its sources or the installed torch change.
@@ -24,7 +25,7 @@ $(Q4_LIB): $(STAMP) $(Q4_SRC)
 # Checked on every setup (a machine whose virtualenv is already installed may still lack one).
 system-packages:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && \
-	  { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null || \
+	  { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES))
 
 $(STAMP): requirements.txt requirements.lock
@@ -43,7 +44,32 @@ $(DATA)/policy.json:
 	$(MAKE) prepare
 
 run: setup $(DATA)/policy.json
+	@TWINTEE_DATA_DIR=$(DATA) $(PY) -m node1.tenants dev >/dev/null  # the `dev` tenant, its key in $(DATA)/dev-api-key (0600)
+	@echo "the page, with the dev tenant's key: http://127.0.0.1:5002/#key=$$(cat $(DATA)/dev-api-key)"
 	TWINTEE_DATA_DIR=$(DATA) $(PY) -m launcher
+
+# Tenants and the usage ledger (node1/tenants.py, node1/ledger_verify.py); TWINTEE_LEDGER_URL=postgresql://...
+# reaches a shared database instead of $(DATA)/ledger.sqlite3. 0 or nothing: no limit.
+tenant: setup
+	@test -n "$(NAME)" || (echo "usage: make tenant NAME=alice [RPM=.. TPM=.. TOKENS_PER_DAY=.. MAX_CONCURRENT=.. MAX_TOKENS=.. MODELS=a,b]" && false)
+	@TWINTEE_DATA_DIR=$(DATA) $(PY) -m node1.tenants create "$(NAME)" --rpm "$(or $(RPM),0)" --tpm "$(or $(TPM),0)" \
+	  --tokens-per-day "$(or $(TOKENS_PER_DAY),0)" --max-concurrent "$(or $(MAX_CONCURRENT),0)" \
+	  --max-tokens "$(or $(MAX_TOKENS),0)" --models "$(MODELS)"
+
+tenant-revoke: setup
+	@test -n "$(NAME)" || (echo "usage: make tenant-revoke NAME=alice" && false)
+	@TWINTEE_DATA_DIR=$(DATA) $(PY) -m node1.tenants revoke "$(NAME)"
+
+tenants: setup
+	@TWINTEE_DATA_DIR=$(DATA) $(PY) -m node1.tenants list
+
+ledger-verify: setup
+	@TWINTEE_DATA_DIR=$(DATA) $(PY) -m node1.ledger_verify
+
+# Each node operator's share of the layer-tokens computed in a period (UTC days, inclusive).
+operators: setup
+	@test -n "$(FROM)" -a -n "$(TO)" || (echo "usage: make operators FROM=YYYY-MM-DD TO=YYYY-MM-DD" && false)
+	@TWINTEE_DATA_DIR=$(DATA) $(PY) -m node1.operators --from "$(FROM)" --to "$(TO)"
 
 test: setup
 	$(PY) -m pytest tests -q -ra

@@ -17,7 +17,8 @@ KEY_REQUEST = "key-request"  # a node asking the broker for its shard key
 # vouching for the key node1 signs completions with is never a key anyone can open a channel to or
 # receive a shard key at, nor the reverse.
 RESPONSE_SIGNING = "response-signing"
-PURPOSES = (PEER_HANDSHAKE, CLIENT_ATTESTATION, KEY_REQUEST, RESPONSE_SIGNING)
+LEDGER_SIGNER = "ledger-signer"  # node1's key that signs the usage ledger's chain (node1/ledger.py)
+PURPOSES = (PEER_HANDSHAKE, CLIENT_ATTESTATION, KEY_REQUEST, RESPONSE_SIGNING, LEDGER_SIGNER)
 
 
 def report_data(public_key: bytes, nonce: bytes, *, purpose: str) -> bytes:

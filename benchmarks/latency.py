@@ -13,13 +13,13 @@ def ttft(base, stack, plan) -> dict:
     url, out = stack.url("node1"), {}
     for name, messages in (("short", SHORT), ("long", long_prompt(base.tok, plan.long_prompt_tokens))):
         ids = chat_ids(base.tok, messages)
-        base.prefill_ms(ids), client.stream_first_token(url, messages)  # warm-up: first calls allocate
+        base.prefill_ms(ids), client.stream_first_token(url, stack.auth, messages)  # warm-up: first calls allocate
         settle(stack)
         before = scrape.both(stack)
         b, s = [], []
         for _ in tqdm(range(plan.ttft_reps), desc=f"TTFT {name} prompt", unit="rep"):
             b.append(base.prefill_ms(ids))
-            s.append(client.stream_first_token(url, messages))
+            s.append(client.stream_first_token(url, stack.auth, messages))
             settle(stack)
         steps = scrape.link_costs(scrape.diff_both(scrape.both(stack), before))
         split_ms = median(r["client_ttft_ms"] for r in s)
@@ -33,10 +33,10 @@ def split_decode_rep(stack, messages, n: int) -> tuple[dict, dict]:
     """One request of n tokens and its prefill-only twin; their metric difference is the decode steps alone."""
     url = stack.url("node1")
     s0 = scrape.both(stack)
-    client.generate(url, messages, 1)
+    client.generate(url, stack.auth, messages, 1)
     settle(stack)
     s1 = scrape.both(stack)
-    reply = client.generate(url, messages, n)
+    reply = client.generate(url, stack.auth, messages, n)
     settle(stack)
     s2 = scrape.both(stack)
     prefill_only, whole = scrape.diff_both(s1, s0), scrape.diff_both(s2, s1)

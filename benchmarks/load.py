@@ -80,10 +80,10 @@ def measure(args, stack) -> dict:
     results = {"args": {k: v for k, v in vars(args).items()}, "phases": []}
     phase(results, stack, "loaded")
     t0 = time.perf_counter()
-    refs = load_client.references(url, jobs)
+    refs = load_client.references(url, stack.auth, jobs)
     phase(results, stack, "references", requests=len(refs), seconds=round(time.perf_counter() - t0, 1))
     before = scrape.snapshot(url)
-    wall, outcomes = load_client.run_mix(url, jobs, args.clients, args.deadline)
+    wall, outcomes = load_client.run_mix(url, stack.auth, jobs, args.clients, args.deadline)
     verdict = load_client.judge(outcomes, refs)
     phase(results, stack, "load", seconds=round(wall, 1))
     served = scrape.diff(scrape.snapshot(url), before)

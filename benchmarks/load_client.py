@@ -1,5 +1,6 @@
 """The load test's traffic: a seeded mix of plain, streamed and dropped POST /generate requests from many
-clients at once, and the check of every completed reply against its own single-request greedy output."""
+clients at once, and the check of every completed reply against its own single-request greedy output.
+`auth` is one tenant's Authorization header, sent by every client's session."""
 import json
 import queue
 import random
@@ -98,7 +99,7 @@ def _read_stream(r: requests.Response, job: Job, out: Outcome) -> None:
     out.error = out.error or "the stream ended without [DONE]"
 
 
-def run_mix(url: str, jobs: list[Job], clients: int, deadline_s: float) -> tuple[float, list[Outcome]]:
+def run_mix(url: str, auth: dict, jobs: list[Job], clients: int, deadline_s: float) -> tuple[float, list[Outcome]]:
     """`clients` threads, each with its own connection, take jobs until none are left or the deadline
     passes (jobs not started by then are left out); a refused job is counted, not retried, and its
     client waits the Retry-After it was given -> (wall seconds, outcomes in completion order)."""
@@ -111,6 +112,7 @@ def run_mix(url: str, jobs: list[Job], clients: int, deadline_s: float) -> tuple
     def client() -> None:
         previous = None
         with requests.Session() as http:
+            http.headers.update(auth)
             gate.wait()
             while time.monotonic() < stop_at:
                 try:
@@ -136,10 +138,11 @@ def run_mix(url: str, jobs: list[Job], clients: int, deadline_s: float) -> tuple
     return time.perf_counter() - t0, list(outcomes)
 
 
-def references(url: str, jobs: list[Job]) -> dict[tuple[int, int], list[int]]:
+def references(url: str, auth: dict, jobs: list[Job]) -> dict[tuple[int, int], list[int]]:
     """Each distinct (prompt, max_tokens) of the plan alone on the stack, one at a time: greedy, plain."""
     refs = {}
     with requests.Session() as http:
+        http.headers.update(auth)
         for key in sorted({(j.prompt, j.max_tokens) for j in jobs}):
             out = run_one(http, url, Job(key[0], key[1], "plain"))
             if out.token_ids is None:

@@ -43,7 +43,21 @@ def running_stack(data_dir: Path, log_dir: Path, dtype: str, threads: int):
         stack.stop()
 
 
+def bench_auth(stack: Stack) -> dict:
+    """The Authorization header of the bench's own tenant `bench`, made with no limits (a quota would
+    throttle the measurement) in the stack's ledger beside its release, its key in `bench-api-key` (0600)."""
+    from node1.config import ledger_settings
+    from node1.store import Store
+    from node1.tenants import Tenants, ensure_key
+
+    ledger_url, data_dir = ledger_settings(stack.env)
+    key = ensure_key(Tenants(Store.open(ledger_url, data_dir)), data_dir / "bench-api-key", "bench")
+    return {"Authorization": f"Bearer {key}"}
+
+
 def start(stack: Stack) -> None:
+    """Starts the stack; `stack.auth` is then the bench tenant's Authorization header."""
+    stack.auth = bench_auth(stack)
     try:
         stack.start("broker")
         stack.wait_healthy("broker")

@@ -16,7 +16,7 @@ def references(stack, plan) -> tuple[list[list[int]], dict]:
     url, refs, rates, walls, before = stack.url("node1"), [], [], [], (scrape.both(stack), cpu_seconds(stack))
     n_prompts = max(plan.levels)
     for messages in tqdm(CONCURRENT[:n_prompts], desc="single-stream references", unit="prompt"):
-        wall, (reply,) = client.wave(url, [messages], plan.level_tokens)
+        wall, (reply,) = client.wave(url, stack.auth, [messages], plan.level_tokens)
         refs.append(reply["token_ids"])
         rates.append(len(reply["token_ids"]) / wall)
         walls.append(wall)
@@ -40,7 +40,7 @@ def split_level(stack, clients: int, plan, refs) -> dict:
     url, rates, walls, matched = stack.url("node1"), [], [], 0
     before = (scrape.both(stack), cpu_seconds(stack))
     for _ in range(plan.level_reps):
-        wall, replies = client.wave(url, CONCURRENT[:clients], plan.level_tokens)
+        wall, replies = client.wave(url, stack.auth, CONCURRENT[:clients], plan.level_tokens)
         rates.append(sum(len(r["token_ids"]) for r in replies) / wall)
         walls.append(wall)
         matched += sum(r["token_ids"] == refs[i] for i, r in enumerate(replies))

@@ -1,6 +1,7 @@
 """`python -m client chat`: verify both nodes, print the verdicts, then chat with sealed requests.
 `python -m client verify-signature`: check that the attested node1 signed a saved request and response."""
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +35,19 @@ def parse_args(argv):
     check.add_argument("--response", type=Path, required=True, help="the exact response bytes (a stream's SSE bytes)")
     check.add_argument("--release-dir", type=Path, default=Path("data"),
                        help="holds keys/release.pub, the pinned release key (and policy.json, if present)")
+    chat.add_argument("--api-key-file", type=Path, default=None,
+                      help="your API key (default: $TWINTEE_API_KEY, else <release-dir>/dev-api-key from make run)")
     return p.parse_args(argv)
+
+
+def api_key(args, env) -> str | None:
+    """The key sent with each turn (inside the seal): --api-key-file, $TWINTEE_API_KEY, or make run's dev key."""
+    if args.api_key_file is not None:
+        return args.api_key_file.read_text().strip()
+    if env.get("TWINTEE_API_KEY"):
+        return env["TWINTEE_API_KEY"].strip()
+    dev = args.release_dir / "dev-api-key"
+    return dev.read_text().strip() if dev.exists() else None
 
 
 def red(text: str, stream) -> str:
@@ -83,7 +96,8 @@ def read_lines(lines, out):
 
 def run_chat(args, out=sys.stdout, err=sys.stderr, lines=sys.stdin) -> int:
     http = requests.Session()
-    chat = Chat(http, args.url, temperature=args.temperature, max_tokens=args.max_tokens)
+    chat = Chat(http, args.url, temperature=args.temperature, max_tokens=args.max_tokens,
+                api_key=api_key(args, os.environ))
     pinned = None
     if args.insecure_plain:
         print(INSECURE_BANNER, file=err)

@@ -11,8 +11,9 @@ class ChatError(Exception):
 
 
 class Chat:
-    def __init__(self, http: requests.Session, url: str, *, temperature: float, max_tokens: int):
-        self.http, self.url = http, url.rstrip("/")
+    def __init__(self, http: requests.Session, url: str, *, temperature: float, max_tokens: int,
+                 api_key: str | None = None):
+        self.http, self.url, self.api_key = http, url.rstrip("/"), api_key
         self.settings = {"temperature": temperature, "max_tokens": max_tokens}
         self.messages: list[dict] = []
 
@@ -36,7 +37,7 @@ class Chat:
         return summary
 
     def _sealed(self, body: dict, node1_key: bytes):
-        wire, key = seal_request(body, node1_key)
+        wire, key = seal_request({**body, "api_key": self.api_key} if self.api_key else body, node1_key)
         r = self._post("/v1/sealed/generate", wire)
         yield from open_stream(r.iter_lines(decode_unicode=True), key)
 
@@ -49,12 +50,14 @@ class Chat:
 
     def _post(self, path: str, body: dict) -> requests.Response:
         try:
-            r = self.http.post(f"{self.url}{path}", json=body, stream=True, timeout=300)
+            plain_key = {"Authorization": f"Bearer {self.api_key}"} if self.api_key and path == "/generate" else {}
+            r = self.http.post(f"{self.url}{path}", json=body, headers=plain_key, stream=True, timeout=300)
         except requests.RequestException as exc:
             raise ChatError(f"node1 unreachable: {type(exc).__name__}") from None
         if r.status_code != 200:
             try:
                 reason = r.json().get("error", r.status_code)
+                reason = reason.get("message", reason) if isinstance(reason, dict) else reason  # OpenAI's shape
             except ValueError:
                 reason = r.status_code
             raise ChatError(f"node1 refused the request ({r.status_code}): {reason}")

@@ -52,7 +52,10 @@ class VerifyingTransport(httpx.BaseTransport):
             raise NotVerified(f"refusing to send {request.method} {request.url.path}: it has no sealed form")
         key = self.verify()
         body = json.loads(request.read()) if request.method == "POST" else None
-        wire, response_key = seal_request({"method": route[0], "path": route[1], "body": body}, key)
+        inner = {"method": route[0], "path": route[1], "body": body}
+        if "authorization" in request.headers:  # the API key travels inside the seal, never beside it
+            inner["headers"] = {"Authorization": request.headers["authorization"]}
+        wire, response_key = seal_request(inner, key)
         outer = self.inner.handle_request(httpx.Request("POST", self.url + SEALED_PATH, json=wire,
                                                         extensions=request.extensions))
         if outer.status_code != 200:  # the envelope itself was refused: its error names no content

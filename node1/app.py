@@ -6,6 +6,7 @@ from pathlib import Path
 from flask import Flask, Response, jsonify, request, send_from_directory
 
 from node1.attestation_api import register_attestation
+from node1.auth import Gate, install_gate
 from node1.config import Node1Config
 from node1.generate import complete, event_payloads, sse, start_run
 from node1.request import BadRequest
@@ -22,11 +23,12 @@ WEBUI = Path(__file__).resolve().parents[1] / "webui"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None) -> Flask:
+def create_app(config: Node1Config, *, runtime: Node1Runtime | None = None, gate: Gate | None = None) -> Flask:
     app = Flask(__name__)
     rt = runtime or Node1Runtime(config).start()
     app.extensions["twintee"] = rt
     install_error_handlers(app)
+    install_gate(app, gate or Gate.open(config, rt), config.max_body_bytes)  # keys, quotas, the usage ledger
     install_metrics(app, rt.metrics, refresh=rt.refresh_gauges)
     register_attestation(app, rt)
     register_sealed(app, rt)

@@ -1,5 +1,6 @@
 """node1's one validated configuration, read from the environment by its entry point."""
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 from shared.config import GUNICORN_THREADS, ConfigError, ModelSettings, TeeSettings, env_float, env_int, env_str
@@ -29,6 +30,9 @@ class Node1Config:
     # Signed records of recent completions kept for GET /v1/signature/{id}: hashes only, about 600
     # bytes each in memory (measured), so the default costs about 6 MB; older ones answer 404.
     signature_records: int = 10000
+    # Where tenants and the usage ledger live: empty = SQLite under the data directory; a
+    # postgresql:// URL lets several node1 replicas share them.
+    ledger_url: str = ""
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
@@ -49,6 +53,8 @@ class Node1Config:
             raise ConfigError("TWINTEE_NODE2_RECOVERY_S must be more than 0 and at most 3600 seconds")
         if not 1 <= self.signature_records <= 1_000_000:
             raise ConfigError("TWINTEE_SIGNATURE_RECORDS must be 1 to 1000000")
+        if self.ledger_url and not self.ledger_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("TWINTEE_LEDGER_URL must be empty (SQLite in the data directory) or a postgresql:// URL")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Node1Config":
@@ -64,4 +70,11 @@ class Node1Config:
             node2_recovery_s=env_float(env, "TWINTEE_NODE2_RECOVERY_S", 60.0),
             shutdown_deadline_s=env_float(env, "TWINTEE_SHUTDOWN_DEADLINE_S", 20.0),
             signature_records=env_int(env, "TWINTEE_SIGNATURE_RECORDS", 10000),
+            ledger_url=env_str(env, "TWINTEE_LEDGER_URL", ""),
         )
+
+
+def ledger_settings(env: Mapping[str, str]) -> tuple[str, Path]:
+    """(ledger URL, data directory) for the operator's CLIs, checked as node1 checks them."""
+    config = Node1Config(ledger_url=env_str(env, "TWINTEE_LEDGER_URL", ""), tee=TeeSettings.from_env(env))
+    return config.ledger_url, config.tee.data_dir

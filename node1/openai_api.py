@@ -3,7 +3,7 @@ thin adapters over the /generate pipeline, with every error in OpenAI's shape; a
 import json
 import logging
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from node1 import openai_shapes as shapes
@@ -56,7 +56,8 @@ def openai_blueprint(config: Node1Config, rt) -> Blueprint:
     @bp.post("/v1/sealed/openai")
     def sealed_openai():
         body = json_body(request, config.max_body_bytes)
-        return Response(sealed_reply(server, body, require_ready(rt).identity.key), mimetype="text/event-stream",
+        gate = current_app.extensions["twintee_gate"]
+        return Response(sealed_reply(server, body, require_ready(rt).identity.key, gate), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-store"})
 
     return bp
@@ -98,6 +99,7 @@ class OpenAIServer:
                 payloads = choices.stream()
                 resp = Response(sse(payloads), mimetype="text/event-stream", headers={"Cache-Control": "no-store"})
                 resp.payloads = payloads  # what the sealed route seals, event by event
+                resp.usage_of = choices.usage  # what the ledger bills, with or without include_usage
                 return resp
             return jsonify(choices.complete())
         except GenerationFailed as exc:  # before any byte went out: a plain error reply, never a 200

@@ -9,6 +9,7 @@ client/openai_transport.py speaks the other half for the official `openai` packa
 import json
 import logging
 
+from node1.auth import sealed_call
 from node1.generate import sse
 from node1.openai_request import InvalidRequest
 from shared.sealed_protocol import DONE, SealedRequestError, open_request, seal_events
@@ -16,8 +17,8 @@ from shared.sealed_protocol import DONE, SealedRequestError, open_request, seal_
 log = logging.getLogger("twintee.node1.openai")
 
 
-def open_openai_request(body, private_key) -> tuple[str, str, object, bytes]:
-    """-> (method, path, inner body, response key), or InvalidRequest naming what is wrong."""
+def open_openai_request(body, private_key) -> tuple[str, str, object, bytes, dict]:
+    """-> (method, path, inner body, response key, inner headers), or InvalidRequest naming what is wrong."""
     try:
         inner, key = open_request(body, private_key)
     except SealedRequestError as exc:
@@ -25,14 +26,16 @@ def open_openai_request(body, private_key) -> tuple[str, str, object, bytes]:
     method, path = inner.get("method"), inner.get("path")
     if method not in ("GET", "POST") or not isinstance(path, str):
         raise InvalidRequest("the opened request must name 'method' (GET or POST) and 'path'", None, "sealed_request")
-    return method, path, inner.get("body"), key
+    headers = inner.get("headers")
+    return method, path, inner.get("body"), key, headers if isinstance(headers, dict) else {}
 
 
-def sealed_reply(server, body, private_key):
-    """Opens the request, lets `server` answer it, and yields the answer as sealed SSE events."""
-    method, path, inner, key = open_openai_request(body, private_key)
+def sealed_reply(server, body, private_key, gate):
+    """Opens the request, lets `server` answer it past the gate (the key is the opened request's
+    `headers.Authorization`), and yields the answer as sealed SSE events."""
+    method, path, inner, key, headers = open_openai_request(body, private_key)
     log.info("sealed openai sealed_bytes=%d", len(body["ciphertext"]) // 2)
-    return sse(seal_events(_payloads(server.call(method, path, inner)), key))
+    return sse(seal_events(_payloads(sealed_call(gate, server.call, method, path, inner, headers)), key))
 
 
 def _payloads(resp):

@@ -20,7 +20,8 @@ def _json(schema: dict, description: str) -> dict:
 
 def _errors(shape: str, *statuses: int) -> dict:
     """Every refusal, in the route's error shape: OpenAI's object for /v1/*, {"error": str} for the rest."""
-    names = {400: "invalid request", 404: "not found", 405: "method not allowed", 413: "body too large",
+    names = {400: "invalid request", 401: "no, unknown or revoked API key", 403: "outside the key's policy",
+             404: "not found", 429: "over the key's quota (Retry-After)", 405: "method not allowed", 413: "body too large",
              415: "not JSON", 500: "internal error", 502: "node2 failed the generation",
              503: "not ready, or at capacity (Retry-After)"}
     return {str(s): _json(_ref(shape), names[s]) for s in statuses}
@@ -90,6 +91,9 @@ def openapi(config: Node1Config, model_id: str | None) -> dict:
                                      _stream_or("TextCompletion", _chunk_or_error("text_completion"),
                                                      "the completion, or its chunks as SSE"),
                                      "OpenAIError", text if model_id else None),
+            "/v1/usage": _get("The calling tenant's totals per UTC day (node1/ledger.py)",
+                              _json({"type": "object"}, "{object: list, data: [{date, requests, tokens}]}"),
+                              "OpenAIError", fail=(401, 429)),
             "/generate": _post("TwinTEE's own generation endpoint", "GenerateRequest",
                                _stream_or("GenerateReply", None, "the reply, or one SSE event per token"), "Error",
                                [{"messages": say_hi, "max_tokens": 3}, {"prompt": "Hi", "max_tokens": 3, "stream": True}]),
@@ -122,7 +126,10 @@ def openapi(config: Node1Config, model_id: str | None) -> dict:
                                   params=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
                                   fail=(404,)),
         },
-        "components": {"schemas": _schemas(config, model_id)},
+        "components": {"schemas": _schemas(config, model_id),
+                       # /generate and /v1/* but the sealed routes (their key is inside the seal), a
+                       # signature lookup and the attestation report: node1/auth.py OPEN_PREFIXES says why
+                       "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
     }
 
 

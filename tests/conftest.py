@@ -155,3 +155,20 @@ def node2_app(node2_runtime):
 @pytest.fixture()
 def node2_client(node2_app):
     return node2_app.test_client()
+
+
+# --- tenants: a gate over a throwaway SQLite ledger, for node1's app in-process ---
+
+def tenant_gate(folder: Path, rt, **policy):
+    """(node1's Gate over a fresh database in `folder`, the API key of its one tenant `t` with `policy`)."""
+    from node1.auth import Gate
+    from node1.ledger import Ledger
+    from node1.quotas import Quotas
+    from node1.store import Store
+    from node1.tenants import Policy, Tenants
+
+    store = Store.open("", folder)
+    ledger = Ledger(store)
+    tenants = Tenants(store)
+    key = tenants.create("t", Policy(**policy))
+    return Gate(tenants, Quotas(ledger), ledger, rt, rt.config.model.max_new_tokens), key

@@ -28,8 +28,22 @@ def stack_env(data_dir: Path, **extra) -> dict:
     }
 
 
+def tenant_key(data_dir: Path, env: dict | None = None, name: str = "tests") -> str:
+    """The API key of tenant `name` (no limits) in the stack's ledger database, kept beside the release
+    as `<name>-api-key` and reissued when that database does not know it (a fresh PostgreSQL server)."""
+    from node1.config import ledger_settings
+    from node1.store import Store
+    from node1.tenants import Tenants, ensure_key
+
+    url, _ = ledger_settings({"TWINTEE_DATA_DIR": str(data_dir), **(env or {})})
+    return ensure_key(Tenants(Store.open(url, Path(data_dir))), Path(data_dir) / f"{name}-api-key", name)
+
+
 def start_stack(data_dir: Path, log_dir: Path, roles=("broker", "node2", "node1"), **extra) -> Stack:
+    """A running stack; `stack.api_key` and `stack.auth` (the header) are the default test tenant's."""
     stack = Stack(stack_env(data_dir, **extra), log_dir)
+    stack.api_key = tenant_key(data_dir, extra)
+    stack.auth = {"Authorization": f"Bearer {stack.api_key}"}
     return start_roles(stack, roles)
 
 

@@ -45,12 +45,15 @@ class HostProxy:
 
     def _forward(self, path: str):
         body = self._maybe_tamper(path, request.get_data())
+        headers = {"Content-Type": request.headers.get("Content-Type", "")}
+        if "Authorization" in request.headers:  # a plain request's API key: the host sees it, so it is captured
+            headers["Authorization"] = request.headers["Authorization"]
         r = requests.request(request.method, f"{self.upstream}/{path}", params=request.args, data=body, timeout=300,
-                             headers={"Content-Type": request.headers.get("Content-Type", "")})
+                             headers=headers)
         reply = self.rewrite(path, r.content) if self.rewrite and r.status_code == 200 else r.content
         with self.lock:
             self.requests.append((request.method, path, body))
-            self.captured += body + reply
+            self.captured += headers.get("Authorization", "").encode() + body + reply
         return Response(reply, status=r.status_code, content_type=r.headers.get("Content-Type"))
 
     def _maybe_tamper(self, path: str, body: bytes) -> bytes:

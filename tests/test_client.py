@@ -67,10 +67,11 @@ TAMPERS = {  # name -> (rewrite, the check that must name it)
 }
 
 
-def run_client(url: str, release_dir: Path, *extra: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+def run_client(url: str, release_dir: Path, *extra: str, stdin: str | None = None,
+               key: str = "") -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "client", "chat", "--url", url, "--release-dir", str(release_dir),
            "--max-tokens", str(MAX_TOKENS), *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TWINTEE_API_KEY": key}
     return subprocess.run(cmd, cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=300)
 
 
@@ -80,7 +81,7 @@ def replies(stdout: str) -> list[str]:
 
 def greedy(stack, prompt: str) -> str:
     body = {"prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0}
-    return requests.post(stack.url("node1") + "/generate", json=body, timeout=300).json()["text"]
+    return requests.post(stack.url("node1") + "/generate", headers=stack.auth, json=body, timeout=300).json()["text"]
 
 
 # ---- fast: the client's appraisal on a simulated release, no processes -----------------------------------
@@ -184,7 +185,7 @@ def stack(release_dir, tmp_path_factory):
 
 @pytest.mark.slow
 def test_client_verifies_both_nodes_and_streams_the_greedy_reply(stack, release_dir):
-    out = run_client(stack.url("node1"), release_dir, "--prompt", PROMPT)
+    out = run_client(stack.url("node1"), release_dir, "--prompt", PROMPT, key=stack.api_key)
     assert out.returncode == 0, out.stderr
     assert "node1: VERIFIED" in out.stdout and "node2: VERIFIED" in out.stdout
     assert "[FAIL]" not in out.stdout and "SIMULATED TEE" in out.stdout
@@ -194,13 +195,13 @@ def test_client_verifies_both_nodes_and_streams_the_greedy_reply(stack, release_
 @pytest.mark.slow
 def test_the_host_in_the_middle_sees_only_ciphertext(stack, release_dir):
     with HostProxy(stack.url("node1")) as host:
-        out = run_client(host.url, release_dir, "--prompt", SECRET)
+        out = run_client(host.url, release_dir, "--prompt", SECRET, key=stack.api_key)
         assert out.returncode == 0, out.stderr
         reply = replies(out.stdout)[0]
         assert "v1/sealed/generate" in host.paths() and "generate" not in host.paths()
         captured = bytes(host.captured)
     assert len(reply) > 10
-    for text in (SECRET, reply, json.dumps(SECRET)[1:-1]):
+    for text in (SECRET, reply, json.dumps(SECRET)[1:-1], stack.api_key):  # the key travels inside the seal
         assert text.encode() not in captured
 
 
@@ -215,7 +216,7 @@ def key_only_dir(release_dir, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_with_only_the_pinned_key_the_client_checks_the_served_policy(stack, key_only_dir):
-    out = run_client(stack.url("node1"), key_only_dir, "--prompt", PROMPT)
+    out = run_client(stack.url("node1"), key_only_dir, "--prompt", PROMPT, key=stack.api_key)
     assert out.returncode == 0, out.stderr
     assert "/policy)" in out.stdout and replies(out.stdout) == [greedy(stack, PROMPT)]
 
@@ -226,7 +227,7 @@ def test_tampered_evidence_is_refused_before_anything_is_sent(stack, key_only_di
     rewrite, named = TAMPERS[tamper]
     with HostProxy(stack.url("node1")) as host:
         host.rewrite = rewrite
-        out = run_client(host.url, key_only_dir, "--prompt", SECRET)
+        out = run_client(host.url, key_only_dir, "--prompt", SECRET, key=stack.api_key)
         assert "v1/sealed/generate" not in host.paths()
     assert out.returncode == 2
     assert "refusing to send" in out.stderr and named in out.stderr
@@ -237,7 +238,7 @@ def test_tampered_evidence_is_refused_before_anything_is_sent(stack, key_only_di
 def test_insecure_plain_skips_the_checks_and_says_so_loudly(stack, release_dir):
     with HostProxy(stack.url("node1")) as host:
         host.rewrite = TAMPERS["node1 key swapped"][0]
-        out = run_client(host.url, release_dir, "--insecure-plain", "--prompt", PROMPT)
+        out = run_client(host.url, release_dir, "--insecure-plain", "--prompt", PROMPT, key=stack.api_key)
         assert host.paths() == ["generate"]  # not even an attestation request
     assert out.returncode == 0 and "INSECURE" in out.stderr and "can read your prompts" in out.stderr
     assert replies(out.stdout) == [greedy(stack, PROMPT)]
@@ -246,7 +247,7 @@ def test_insecure_plain_skips_the_checks_and_says_so_loudly(stack, release_dir):
 @pytest.mark.slow
 def test_interactive_mode_keeps_the_conversation(stack, release_dir):
     with HostProxy(stack.url("node1")) as host:
-        out = run_client(host.url, release_dir, stdin="Name a colour.\n\nName another one.\n")
+        out = run_client(host.url, release_dir, stdin="Name a colour.\n\nName another one.\n", key=stack.api_key)
         sealed = [json.loads(body) for _, path, body in host.requests if path == "v1/sealed/generate"]
     assert out.returncode == 0, out.stderr
     first, second = replies(out.stdout)

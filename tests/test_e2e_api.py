@@ -21,7 +21,9 @@ def stack(release_dir, tmp_path_factory):
 
 
 def post(stack, body, **kw):
-    return requests.post(stack.url("node1") + "/generate", timeout=120, **({"json": body} if body is not None else kw))
+    kw = {**kw, "headers": {**stack.auth, **kw.get("headers", {})}}
+    return requests.post(stack.url("node1") + "/generate", timeout=120, **({"json": body, "headers": stack.auth}
+                                                                          if body is not None else kw))
 
 
 @pytest.mark.parametrize("body, status, names", [
@@ -49,7 +51,7 @@ def test_malformed_json_and_oversized_body(stack):
 
 
 def sse(stack, body) -> list:
-    with requests.post(stack.url("node1") + "/generate", json={**body, "stream": True}, stream=True, timeout=120) as r:
+    with requests.post(stack.url("node1") + "/generate", headers=stack.auth, json={**body, "stream": True}, stream=True, timeout=120) as r:
         assert r.headers["Content-Type"].startswith("text/event-stream")
         return [line[6:] for line in r.iter_lines(decode_unicode=True) if line.startswith("data: ")]
 
@@ -84,7 +86,7 @@ def node2_sessions(stack) -> int:
 
 
 def test_client_going_away_frees_both_caches(stack):
-    with requests.post(stack.url("node1") + "/generate", json={"prompt": "Count from one to five hundred.",
+    with requests.post(stack.url("node1") + "/generate", headers=stack.auth, json={"prompt": "Count from one to five hundred.",
                        "max_tokens": 500, "stream": True}, stream=True, timeout=120) as r:
         lines = r.iter_lines()
         for _ in range(6):

@@ -50,7 +50,7 @@ def test_bf16_split_follows_bf16_generate_up_to_exact_ties(bf16_stack, bf16_mode
     tok = smollm[1]
     ids = chat_ids(tok, messages)
     ref, ties = reference(bf16_model, ids)
-    out = requests.post(bf16_stack.url("node1") + "/generate", json={"messages": messages, "max_tokens": MAX_NEW},
+    out = requests.post(bf16_stack.url("node1") + "/generate", headers=bf16_stack.auth, json={"messages": messages, "max_tokens": MAX_NEW},
                         timeout=300).json()["token_ids"]
     expected = ref[:-1] if ref[-1] == tok.eos_token_id else ref
     first_diff = next((i for i, (a, b) in enumerate(zip(out, expected)) if a != b), None)

@@ -26,8 +26,9 @@ def prompt(canary: str, topic: str) -> str:
     return f"My name is {canary}. Please write two sentences about {topic} and greet me by my name."
 
 
-def plain(url: str, text: str) -> tuple[str, list[int]]:
-    r = requests.post(url + "/generate", json={"prompt": text, "max_tokens": MAX_TOKENS, "temperature": 0}, timeout=300)
+def plain(url: str, auth: dict, text: str) -> tuple[str, list[int]]:
+    r = requests.post(url + "/generate", json={"prompt": text, "max_tokens": MAX_TOKENS, "temperature": 0},
+                      headers=auth, timeout=300)
     assert r.status_code == 200, r.text
     return r.json()["text"], r.json()["token_ids"]
 
@@ -47,18 +48,20 @@ def reply_of(stream) -> tuple[str, list[int]]:
     return text, ids
 
 
-def streamed(url: str, text: str) -> tuple[str, list[int]]:
+def streamed(url: str, auth: dict, text: str) -> tuple[str, list[int]]:
     body = {"prompt": text, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True}
-    with requests.post(url + "/generate", json=body, stream=True, timeout=300) as r:
+    with requests.post(url + "/generate", json=body, headers=auth, stream=True, timeout=300) as r:
         assert r.status_code == 200, r.text
         return reply_of(events(r.iter_lines(decode_unicode=True)))
 
 
-def sealed(url: str, release_dir: Path, text: str) -> tuple[str, list[int]]:
-    """What `python -m client chat` does: verify both nodes, seal the request to node1's attested key."""
+def sealed(url: str, release_dir: Path, api_key: str, text: str) -> tuple[str, list[int]]:
+    """What `python -m client chat` does: verify both nodes, seal the request (the API key inside) to
+    node1's attested key."""
     with requests.Session() as http:
         key = require_verified(attest(http, url, pinned_policy(release_dir, http, url)))
-        wire, response_key = seal_request({"prompt": text, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True}, key)
+        body = {"prompt": text, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True, "api_key": api_key}
+        wire, response_key = seal_request(body, key)
         with http.post(url + "/v1/sealed/generate", json=wire, stream=True, timeout=300) as r:
             assert r.status_code == 200, r.text
             return reply_of(open_stream(r.iter_lines(decode_unicode=True), response_key))
@@ -106,13 +109,13 @@ def written(release_dir, tmp_path_factory):
     s = start_stack(release_dir, logs)
     try:
         url = s.url("node1")
-        replies = [plain(url, prompt(canary, "the sea")), streamed(url, prompt(canary, "mountains")),
-                   sealed(url, release_dir, prompt(canary, "a forest"))]
+        replies = [plain(url, s.auth, prompt(canary, "the sea")), streamed(url, s.auth, prompt(canary, "mountains")),
+                   sealed(url, release_dir, s.api_key, prompt(canary, "a forest"))]
         pages = {f"{role}{path}": requests.get(s.url(role) + path, timeout=10).content
                  for role in ("node1", "node2", "broker") for path in ("/metrics", "/health")}
     finally:
         s.stop()  # every process flushed and closed its logs
-    return SimpleNamespace(replies=replies, needles=needles(canary, replies), pages=pages,
+    return SimpleNamespace(replies=replies, needles=needles(canary, replies), pages=pages, api_key=s.api_key,
                            files=written_files(logs, release_dir, since), logs=logs, data=release_dir)
 
 
@@ -134,6 +137,14 @@ def test_no_prompt_or_reply_in_any_file_any_process_wrote(written):
     for path in written.files:
         body = path.read_bytes()  # once per file: the shards are hundreds of MB
         found += [(what, str(path)) for what, needle in written.needles.items() if needle in body]
+    assert not found
+
+
+def test_the_api_key_is_nowhere_but_its_own_file(written):
+    # node1 stores only its secret's SHA-256; the tests' `<name>-api-key` file is the operator's copy
+    secret = written.api_key.split("-", 2)[2].encode()  # tt-<key id>-<secret>, which may hold "-"
+    found = [str(p) for p in written.files if not p.name.endswith("-api-key") and secret in p.read_bytes()]
+    found += [page for page, body in written.pages.items() if secret in body]
     assert not found
 
 

@@ -16,9 +16,9 @@ def test_beyond_capacity_new_work_gets_503_with_retry_after_and_health_stays_fas
     try:
         url = s.url("node1")
         body = {"prompt": "Write a long story about a lighthouse keeper.", "max_tokens": 200, "stream": True}
-        streams = [requests.post(url + "/generate", json=body, stream=True, timeout=120) for _ in range(32)]
+        streams = [requests.post(url + "/generate", headers=s.auth, json=body, stream=True, timeout=120) for _ in range(32)]
         assert all(r.status_code == 200 for r in streams)
-        refused = requests.post(url + "/generate", json=body, timeout=10)
+        refused = requests.post(url + "/generate", headers=s.auth, json=body, timeout=10)
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "2"
         assert "capacity" in refused.json()["error"]
         for path in ("/health", "/metrics", "/attestation?nonce=" + "00" * 32):
@@ -29,7 +29,7 @@ def test_beyond_capacity_new_work_gets_503_with_retry_after_and_health_stays_fas
         for r in streams:
             r.close()  # clients going away give their slots back
         deadline = time.monotonic() + 30
-        while requests.post(url + "/generate", json={"prompt": "hi", "max_tokens": 2}, timeout=30).status_code != 200:
+        while requests.post(url + "/generate", headers=s.auth, json={"prompt": "hi", "max_tokens": 2}, timeout=30).status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.5)
     finally:

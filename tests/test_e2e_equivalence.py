@@ -33,7 +33,7 @@ def test_split_generation_equals_unsplit_generate(stack, smollm, messages):
     model, tok, _ = smollm
     ids = chat_ids(tok, messages)
     ref = hf_greedy(model, ids, MAX_NEW)
-    r = requests.post(stack.url("node1") + "/generate",
+    r = requests.post(stack.url("node1") + "/generate", headers=stack.auth,
                       json={"messages": messages, "max_tokens": MAX_NEW, "temperature": 0}, timeout=300)
     assert r.status_code == 200, r.text
     out = r.json()
@@ -61,7 +61,7 @@ def test_concurrent_streams_each_equal_their_single_stream_output(stack, smollm)
         refs.append(ref[:-1] if ref[-1] == tok.eos_token_id else ref)
 
     def call(m):
-        return requests.post(stack.url("node1") + "/generate", json={"messages": m, "max_tokens": 24}, timeout=300).json()
+        return requests.post(stack.url("node1") + "/generate", headers=stack.auth, json={"messages": m, "max_tokens": 24}, timeout=300).json()
 
     with ThreadPoolExecutor(len(msgs)) as pool:
         outs = list(pool.map(call, msgs))

@@ -64,13 +64,13 @@ RELAY_S = 20.0
 
 
 def test_relayed_evidence_never_completes_a_handshake_nor_stops_a_victim(stack):
-    reference = requests.post(stack.url("node1") + "/generate", json=VICTIM, timeout=120).json()["token_ids"]
+    reference = requests.post(stack.url("node1") + "/generate", headers=stack.auth, json=VICTIM, timeout=120).json()["token_ids"]
     channels_before = requests.get(stack.url("node2") + "/health", timeout=10).json()["channels"]
     refused, victims, t0 = [], [], time.monotonic()
 
     def victim_loop():  # victims one after another for as long as the relays go on (issue 12: 20 s)
         while time.monotonic() - t0 < RELAY_S:
-            victims.append(requests.post(stack.url("node1") + "/generate", json=VICTIM, timeout=120))
+            victims.append(requests.post(stack.url("node1") + "/generate", headers=stack.auth, json=VICTIM, timeout=120))
 
     victim = threading.Thread(target=victim_loop)
     victim.start()
@@ -122,7 +122,7 @@ def test_a_huge_chunked_body_is_refused_without_being_buffered(stack):
     chunks = (b"x" * (1 << 20) for _ in range(300))  # no Content-Length: sent chunked
     try:
         r = requests.post(stack.url("node1") + "/generate", data=chunks, timeout=120,
-                          headers={"Content-Type": "application/json"})
+                          headers={**stack.auth, "Content-Type": "application/json"})
         assert r.status_code == 413
     except requests.ConnectionError:
         pass  # node1 answered 413 and closed while we were still sending: also a refusal
@@ -140,7 +140,7 @@ def test_a_huge_chunked_body_is_refused_without_being_buffered(stack):
 def test_non_json_and_malformed_json_get_a_json_4xx_from_every_json_endpoint(stack, kwargs, status):
     for url in (stack.url("node1") + "/generate", stack.url("node1") + "/v1/sealed/generate",
                 stack.url("node2") + "/v1/handshake/hello"):
-        r = requests.post(url, timeout=10, **kwargs)
+        r = requests.post(url, timeout=10, **{**kwargs, "headers": {**kwargs["headers"], **stack.auth}})
         assert r.status_code == status and "error" in r.json(), (url, r.status_code)
     assert requests.get(stack.url("node2") + "/health", timeout=10).status_code == 200
 
@@ -207,14 +207,15 @@ def poll_health(urls, until: threading.Event, worst: dict):
 
 @pytest.mark.parametrize("role, path", [("node1", "/generate"), ("node2", "/v1/step")])
 def test_64_slow_bodies_never_hold_the_service(stack, role, path):
-    reference = requests.post(stack.url("node1") + "/generate", json=VICTIM, timeout=120).json()["token_ids"]
+    reference = requests.post(stack.url("node1") + "/generate", headers=stack.auth, json=VICTIM,
+                              timeout=120).json()["token_ids"]
     attack = SlowBodies(stack.url(role), path)
     done, worst = threading.Event(), {}
     poller = threading.Thread(target=poll_health, args=([stack.url("node1"), stack.url("node2")], done, worst))
     poller.start()
     try:
         t0 = time.monotonic()
-        victim = requests.post(stack.url("node1") + "/generate", json=VICTIM, timeout=120)
+        victim = requests.post(stack.url("node1") + "/generate", headers=stack.auth, json=VICTIM, timeout=120)
         took = time.monotonic() - t0
     finally:
         done.set()

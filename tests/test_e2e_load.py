@@ -21,8 +21,8 @@ def load(release_dir, tmp_path_factory):
     try:
         url = s.url("node1")
         jobs = plan(REQUESTS, MAX_TOKENS, drop_share=0.2, stream_share=0.4, seed=13, prompts=3)
-        refs = references(url, jobs)
-        wall, outcomes = run_mix(url, jobs, CLIENTS, DEADLINE_S)
+        refs = references(url, s.auth, jobs)
+        wall, outcomes = run_mix(url, s.auth, jobs, CLIENTS, DEADLINE_S)
         verdict, gauges = judge(outcomes, refs), settled_gauges(s)
         print(f"\n{len(outcomes)} requests in {wall:.1f} s; statuses {verdict.statuses}; completed {verdict.completed}, "
               f"dropped {verdict.dropped}, failures {verdict.failures[:3]}, mismatches {len(verdict.mismatches)}; "

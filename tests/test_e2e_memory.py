@@ -23,7 +23,7 @@ def waves(release_dir, tmp_path_factory):
         jobs = [Job(i % len(PROMPTS), MAX_TOKENS, "plain") for i in range(CLIENTS)]
         served = []
         for _ in range(WAVES):
-            _, outcomes = run_mix(url, jobs, CLIENTS, WAVE_DEADLINE_S)
+            _, outcomes = run_mix(url, s.auth, jobs, CLIENTS, WAVE_DEADLINE_S)
             served.append(dict(Counter(str(o.status) for o in outcomes)))
             settled_gauges(s)  # every session closed on both nodes before reading memory
             after.append(rss(s))

@@ -19,7 +19,7 @@ def stack(release_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(stack):
-    return openai.OpenAI(base_url=stack.url("node1") + "/v1", api_key="unused", max_retries=0, timeout=300)
+    return openai.OpenAI(base_url=stack.url("node1") + "/v1", api_key=stack.api_key, max_retries=0, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def greedy(client, model):
 
 
 def generate(stack, **body) -> dict:
-    r = requests.post(stack.url("node1") + "/generate", json={"messages": MESSAGES, **body}, timeout=300)
+    r = requests.post(stack.url("node1") + "/generate", headers=stack.auth, json={"messages": MESSAGES, **body}, timeout=300)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -97,7 +97,7 @@ def test_n_seeded_choices_are_reproducible(stack, client, model):
     texts = [c.message.content for c in a.choices]
     assert [c.index for c in a.choices] == [0, 1, 2] and texts == [c.message.content for c in b.choices]
     assert len(set(texts)) > 1  # each choice draws with its own seed derived from 11
-    ref = requests.post(stack.url("node1") + "/generate", timeout=300,
+    ref = requests.post(stack.url("node1") + "/generate", headers=stack.auth, timeout=300,
                         json={"messages": ask["messages"], "max_tokens": 16, "temperature": 0.9, "top_p": 0.95,
                               "seed": 11}).json()
     assert texts[0] == ref["text"]  # choice 0 keeps the seed: /generate's draw
@@ -133,7 +133,7 @@ def test_unknown_model_is_404_naming_model(client):
 
 
 def test_non_json_and_too_long_prompts(stack, client, model):
-    r = requests.post(stack.url("node1") + "/v1/completions", data="x", headers={"Content-Type": "text/plain"})
+    r = requests.post(stack.url("node1") + "/v1/completions", data="x", headers={**stack.auth, "Content-Type": "text/plain"})
     assert r.status_code == 415 and r.json()["error"]["type"] == "invalid_request_error"
     with pytest.raises(openai.BadRequestError) as err:
         client.completions.create(model=model, prompt="word " * 3000, max_tokens=4)
@@ -145,13 +145,13 @@ def test_non_json_and_too_long_prompts(stack, client, model):
 SECRET = "the launch code is 5512-alpha"
 
 
-def sealed_client(url: str, release_dir):
+def sealed_client(url: str, release_dir, api_key: str):
     import httpx
 
     from client.openai_transport import VerifyingTransport
 
     transport = VerifyingTransport(url, release_dir)
-    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300,
+    return openai.OpenAI(base_url=url + "/v1", api_key=api_key, max_retries=0, timeout=300,
                          http_client=httpx.Client(transport=transport)), transport
 
 
@@ -159,10 +159,10 @@ def test_the_encrypted_transport_shows_the_host_only_ciphertext(stack, release_d
     from tests.proxy import HostProxy
 
     ask = dict(model=model, messages=[{"role": "user", "content": SECRET}], max_tokens=12, temperature=0)
-    direct = openai.OpenAI(base_url=stack.url("node1") + "/v1", api_key="unused", timeout=300)
+    direct = openai.OpenAI(base_url=stack.url("node1") + "/v1", api_key=stack.api_key, timeout=300)
     expected = direct.chat.completions.create(**ask).choices[0].message.content
     with HostProxy(stack.url("node1")) as host:
-        client, transport = sealed_client(host.url, release_dir)
+        client, transport = sealed_client(host.url, release_dir, stack.api_key)
         plain = client.chat.completions.create(**ask).choices[0].message.content
         streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**ask, stream=True))
         captured = host.capture()
@@ -189,7 +189,7 @@ def test_the_encrypted_transport_refuses_to_send_when_evidence_is_tampered(stack
 
     with HostProxy(stack.url("node1")) as host:
         host.rewrite = swap_node1_key
-        client, _ = sealed_client(host.url, release_dir)
+        client, _ = sealed_client(host.url, release_dir, stack.api_key)
         with pytest.raises(openai.APIConnectionError) as err:
             client.chat.completions.create(model=model, messages=[{"role": "user", "content": SECRET}])
         assert host.paths() == ["attestation"]  # nothing else went out
@@ -235,7 +235,7 @@ def test_api_matches_its_description(stack, mode):
                 for name in ("max_tokens", "max_completion_tokens"):
                     if isinstance(case.body.get(name), int) and case.body[name] > CAPPED:
                         case.body[name] = CAPPED
-            case.call_and_validate(checks=checks, timeout=300)
+            case.call_and_validate(checks=checks, timeout=300, headers=stack.auth)
 
         try:
             check()

@@ -26,7 +26,7 @@ def test_streams_outlive_their_channels_with_the_reference_tokens(stack, smollm)
     reference = hf_greedy(model, chat_ids(tok, MESSAGES), 60)
     reference = reference[:-1] if reference[-1] == tok.eos_token_id else reference
     for _ in range(2):
-        r = requests.post(stack.url("node1") + "/generate", json={"messages": MESSAGES, "max_tokens": 60}, timeout=120)
+        r = requests.post(stack.url("node1") + "/generate", headers=stack.auth, json={"messages": MESSAGES, "max_tokens": 60}, timeout=120)
         assert r.status_code == 200 and r.json()["token_ids"] == reference
 
 
@@ -48,7 +48,7 @@ def test_node1_health_is_503_until_node2_is_loaded_again(stack):
         time.sleep(0.2)
     # node1 never said 200 while node2 was unreachable or loading (503)
     assert seen[-1][0] == 200 and all(n1 == 503 for n1, n2 in seen if n2 != 200)
-    r = requests.post(stack.url("node1") + "/generate", json={"prompt": "Hi", "max_tokens": 5}, timeout=120)
+    r = requests.post(stack.url("node1") + "/generate", headers=stack.auth, json={"prompt": "Hi", "max_tokens": 5}, timeout=120)
     assert r.status_code == 200
 
 
@@ -64,7 +64,7 @@ def test_node2_frees_a_killed_node1s_sessions_when_the_new_one_speaks(stack):
 
     def victim():
         try:
-            requests.post(stack.url("node1") + "/generate", json=body, timeout=120)
+            requests.post(stack.url("node1") + "/generate", headers=stack.auth, json=body, timeout=120)
         except requests.RequestException:
             pass  # its node1 is killed under it: the point of the test
 
@@ -78,7 +78,7 @@ def test_node2_frees_a_killed_node1s_sessions_when_the_new_one_speaks(stack):
         proc.kill()  # kill -9, worker and master: nothing is closed on node2
     assert requests.get(stack.url("node2") + "/health", timeout=10).json()["sessions"] == 1
     start_roles(stack, ("node1",))
-    r = requests.post(stack.url("node1") + "/generate", json={"prompt": "Hi", "max_tokens": 3}, timeout=120)
+    r = requests.post(stack.url("node1") + "/generate", headers=stack.auth, json={"prompt": "Hi", "max_tokens": 3}, timeout=120)
     assert r.status_code == 200
     # The new node1 closes its own session in the frame after its last step, a moment after replying.
     deadline = time.monotonic() + 5
@@ -92,7 +92,7 @@ def stream_ids(stack, body: dict, on_token=None) -> tuple[list[int], dict]:
     import json
 
     ids, last = [], None
-    with requests.post(stack.url("node1") + "/generate", json={**body, "stream": True}, stream=True, timeout=300) as r:
+    with requests.post(stack.url("node1") + "/generate", headers=stack.auth, json={**body, "stream": True}, stream=True, timeout=300) as r:
         assert r.status_code == 200
         for line in r.iter_lines():
             if not line.startswith(b"data: ") or line == b"data: [DONE]":

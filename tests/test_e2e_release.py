@@ -11,7 +11,7 @@ import requests
 
 from launcher.stack import ROOT, Stack
 from tests.conftest import chat_ids, hf_greedy
-from tests.e2e import stack_env, start_roles
+from tests.e2e import stack_env, start_roles, tenant_key
 
 pytestmark = pytest.mark.slow
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
@@ -54,7 +54,7 @@ def test_rotation_serves_new_version_and_retires_old(release_dir, tmp_path, smol
     ref = [t for t in hf_greedy(model, chat_ids(tok, PROMPT), 12) if t != tok.eos_token_id]
     stack = start_roles(Stack(stack_env(data), tmp_path), ("broker", "node2", "node1"))
     try:
-        out = requests.post(stack.url("node1") + "/generate", json={"messages": PROMPT, "max_tokens": 12}, timeout=120).json()
+        out = requests.post(stack.url("node1") + "/generate", headers={"Authorization": f"Bearer {tenant_key(data)}"}, json={"messages": PROMPT, "max_tokens": 12}, timeout=120).json()
         assert out["token_ids"] == ref
     finally:
         stack.stop()

@@ -27,7 +27,7 @@ def proxied(release_dir, tmp_path_factory):
 
 
 def generate(stack, **extra):
-    return requests.post(stack.url("node1") + "/generate", json={"messages": PROMPT, "max_tokens": 16, **extra}, timeout=120)
+    return requests.post(stack.url("node1") + "/generate", headers=stack.auth, json={"messages": PROMPT, "max_tokens": 16, **extra}, timeout=120)
 
 
 def test_capture_shows_neither_hidden_states_nor_token_ids(proxied, smollm):

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.e2e import own_ports, start_stack, stack_env
+from tests.e2e import own_ports, start_stack, stack_env, tenant_key
 
 pytestmark = pytest.mark.slow
 PORTS = own_ports(50)
@@ -39,13 +39,14 @@ def wait_healthy(url: str, timeout: float = 180) -> None:
 class Stream:
     """A streaming generation read on its own thread: its events, and when the first token came."""
 
-    def __init__(self, url: str, body: dict):
+    def __init__(self, url: str, auth: dict, body: dict):
         self.events, self.first = [], threading.Event()
-        self.thread = threading.Thread(target=self._read, args=(url, body))
+        self.thread = threading.Thread(target=self._read, args=(url, auth, body))
         self.thread.start()
 
-    def _read(self, url, body):
-        with requests.post(url + "/generate", json={**body, "stream": True}, stream=True, timeout=300) as r:
+    def _read(self, url, auth, body):
+        with requests.post(url + "/generate", json={**body, "stream": True}, headers=auth, stream=True,
+                           timeout=300) as r:
             for line in r.iter_lines():
                 if line.startswith(b"data: "):
                     data = line[6:].decode()
@@ -60,16 +61,17 @@ class Stream:
 @pytest.mark.parametrize("how", ["SIGTERM to the launcher", "Ctrl-C to its process group"])
 def test_the_launcher_stops_gracefully_with_a_stream_in_flight(release_dir, tmp_path, how):
     env = {**os.environ, **stack_env(release_dir, **PORTS), "PYTHONPATH": str(ROOT)}
+    auth = {"Authorization": f"Bearer {tenant_key(release_dir)}"}  # in its data dir, as `make run` makes `dev`
     log_path = tmp_path / "launcher.log"
     with open(log_path, "wb") as log:
         launcher = subprocess.Popen([sys.executable, "-m", "launcher"], cwd=ROOT, env=env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_healthy(NODE1)
-        reference = requests.post(NODE1 + "/generate", json=SHORT, timeout=120).json()["token_ids"]
+        reference = requests.post(NODE1 + "/generate", json=SHORT, headers=auth, timeout=120).json()["token_ids"]
         everything = psutil.Process(launcher.pid).children(recursive=True)
         assert sum("nginx" in p.name() for p in everything) >= 6  # a master and a worker per role
-        stream = Stream(NODE1, SHORT)
+        stream = Stream(NODE1, auth, SHORT)
         assert stream.first.wait(120)
         if how.startswith("Ctrl-C"):
             os.killpg(launcher.pid, signal.SIGINT)  # what a terminal does: every process in the group
@@ -92,7 +94,7 @@ def test_the_launcher_stops_gracefully_with_a_stream_in_flight(release_dir, tmp_
 def test_a_generation_past_the_deadline_ends_cleanly_and_is_closed_on_node2(release_dir, tmp_path):
     stack = start_stack(release_dir, tmp_path, TWINTEE_SHUTDOWN_DEADLINE_S="2")
     try:
-        stream = Stream(stack.url("node1"), LONG)
+        stream = Stream(stack.url("node1"), stack.auth, LONG)
         assert stream.first.wait(120)
         assert requests.get(stack.url("node2") + "/health", timeout=10).json()["sessions"] == 1
         t0 = time.monotonic()

@@ -60,7 +60,7 @@ def recorder():
 
 @pytest.fixture(scope="module")
 def client(stack, recorder):
-    return openai.OpenAI(base_url=stack.url("node1") + "/v1", api_key="unused", max_retries=0, timeout=300,
+    return openai.OpenAI(base_url=stack.url("node1") + "/v1", api_key=stack.api_key, max_retries=0, timeout=300,
                          http_client=httpx.Client(transport=recorder))
 
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.e2e import PORTS, stack_env
+from tests.e2e import PORTS, stack_env, tenant_key
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +35,7 @@ def gunicorn_master(launcher: subprocess.Popen, app: str) -> psutil.Process:
 def test_a_killed_node2_is_restarted_and_node1_serves_again(release_dir, tmp_path):
     env = {**os.environ, **stack_env(release_dir), "PYTHONPATH": str(ROOT)}
     node1 = f"http://127.0.0.1:{PORTS['TWINTEE_NODE1_PORT']}"
+    auth = {"Authorization": f"Bearer {tenant_key(release_dir)}"}  # in its data dir, as `make run` makes `dev`
     log = open(tmp_path / "launcher.log", "wb")
     launcher = subprocess.Popen([sys.executable, "-m", "launcher"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -42,7 +43,7 @@ def test_a_killed_node2_is_restarted_and_node1_serves_again(release_dir, tmp_pat
         gunicorn_master(launcher, "node2.wsgi").kill()  # SIGKILL to node2's master: its worker goes too
         time.sleep(1)
         wait_for(node1 + "/health")
-        r = requests.post(node1 + "/generate", json={"prompt": "Hi", "max_tokens": 4}, timeout=120)
+        r = requests.post(node1 + "/generate", json={"prompt": "Hi", "max_tokens": 4}, headers=auth, timeout=120)
         assert r.status_code == 200 and launcher.poll() is None
         launcher.send_signal(signal.SIGINT)
         assert launcher.wait(timeout=60) == 0

@@ -11,6 +11,7 @@ from node1.config import Node1Config
 from node1.scheduler import Finished, GenerationFailed
 from shared.metrics import NodeMetrics
 from shared.wire import SampledToken
+from tests.conftest import tenant_gate
 from tests.test_sealed import FakeCodec as SealedFakeCodec
 
 MODEL = "org/tiny"
@@ -60,8 +61,11 @@ def rt():
 
 
 @pytest.fixture()
-def http(rt):
-    return create_app(rt.config, runtime=rt).test_client()
+def http(rt, tmp_path):
+    gate, key = tenant_gate(tmp_path, rt)
+    client = create_app(rt.config, runtime=rt, gate=gate).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"  # every request as tenant `t`
+    return client
 
 
 def chat(http, **fields):

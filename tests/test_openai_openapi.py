@@ -5,13 +5,14 @@ import re
 import pytest
 
 from node1.app import create_app
+from tests.conftest import tenant_gate
 from tests.test_openai_api import FakeRuntime
 
 
 @pytest.fixture()
-def app():
+def app(tmp_path):
     rt = FakeRuntime()
-    return create_app(rt.config, runtime=rt)
+    return create_app(rt.config, runtime=rt, gate=tenant_gate(tmp_path, rt)[0])
 
 
 def routes(app) -> set[tuple[str, str]]:

@@ -7,6 +7,7 @@ import pytest
 
 from client.openai_transport import NotVerified, VerifyingTransport
 from node1.app import create_app
+from tests.conftest import tenant_gate
 from shared.identity import raw_public
 from tests.test_openai_api import MODEL, REPLY, FakeRuntime
 
@@ -29,12 +30,13 @@ class Recording(httpx.BaseTransport):
 
 
 @pytest.fixture()
-def rig():
+def rig(tmp_path):
     rt = FakeRuntime()
-    host = Recording(create_app(rt.config, runtime=rt))
+    gate, key = tenant_gate(tmp_path, rt)
+    host = Recording(create_app(rt.config, runtime=rt, gate=gate))
     transport = VerifyingTransport("http://node1", "unused", inner=host)
     transport.node1_key = raw_public(rt.identity.key)  # as if attested: the e2e test attests for real
-    client = openai.OpenAI(base_url="http://node1/v1", api_key="unused", max_retries=0,
+    client = openai.OpenAI(base_url="http://node1/v1", api_key=key, max_retries=0,
                            http_client=httpx.Client(transport=transport))
     return client, host
 
@@ -83,3 +85,14 @@ def test_a_tampered_event_fails_to_open(rig):
     with pytest.raises(openai.APIConnectionError) as err:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert "does not open" in str(err.value.__cause__)
+
+
+def test_the_key_travels_inside_the_seal_and_a_wrong_one_is_401(rig):
+    client, host = rig
+    key = client.api_key
+    assert key.encode() not in bytes(host.seen) or not host.seen
+    client.models.list()
+    assert key.split("-")[2].encode() not in bytes(host.seen)  # the secret never crosses in the clear
+    with pytest.raises(openai.AuthenticationError) as err:
+        client.with_options(api_key="tt-0000000000000000-wrong").models.list()
+    assert err.value.code == "invalid_api_key"

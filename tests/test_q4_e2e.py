@@ -46,7 +46,7 @@ def test_q4_split_gives_the_reference_tokens(q4_stack, smollm, messages):
     model, tok, _ = smollm
     ids = chat_ids(tok, messages)
     ref, ties = reference(model, ids)
-    r = requests.post(q4_stack.url("node1") + "/generate",
+    r = requests.post(q4_stack.url("node1") + "/generate", headers=q4_stack.auth,
                       json={"messages": messages, "max_tokens": MAX_NEW, "temperature": 0}, timeout=300)
     assert r.status_code == 200, r.text
     out = r.json()["token_ids"]

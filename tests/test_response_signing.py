@@ -15,6 +15,7 @@ from client.attest import pinned_policy
 from client.verify_signature import verify_signature
 from node1.app import create_app
 from node1.config import Node1Config
+from tests.conftest import tenant_gate
 from tests.test_client import SimulatedRelease
 from tests.test_openai_api import MODEL, FakeRuntime
 
@@ -42,14 +43,22 @@ def sim(tmp_path, monkeypatch):
     return release
 
 
+def node1(sim, rt):
+    """node1's app over `rt` with a tenant in a throwaway ledger beside the release; `client.auth` is its
+    key, which `post` sends. Signature lookups and reports go without one, as verify-signature sends them."""
+    gate, key = tenant_gate(sim.dir, rt)
+    client = create_app(rt.config, runtime=rt, gate=gate).test_client()
+    client.auth = {"Authorization": f"Bearer {key}"}
+    return client
+
+
 @pytest.fixture()
 def http(sim):
-    rt = AttestedRuntime(sim)
-    return create_app(rt.config, runtime=rt).test_client()
+    return node1(sim, AttestedRuntime(sim))
 
 
 def post(http, path="/v1/chat/completions", body=CHAT):
-    return http.post(path, data=body, content_type="application/json")
+    return http.post(path, data=body, content_type="application/json", headers=http.auth)
 
 
 def signature(http, rid):
@@ -114,10 +123,18 @@ def test_an_unknown_id_is_a_404_in_openai_shape(http):
     assert set(err) == {"message", "type", "param", "code"}
 
 
+def test_a_caller_without_a_key_may_fetch_a_signature_and_the_report(http):
+    # node1/auth.py OPEN_PREFIXES: whoever holds the files and the id may verify them (an auditor has
+    # no key), the record is two hashes and a signature, the report is public evidence; a generation
+    # without a key stays a 401
+    rid = post(http).get_json()["id"]
+    assert http.get(f"/v1/signature/{rid}").status_code == 200
+    assert http.get("/v1/attestation/report?nonce=" + "ab" * 32).status_code == 200
+    assert http.post("/v1/chat/completions", data=CHAT, content_type="application/json").status_code == 401
+
+
 def test_refused_requests_and_abandoned_streams_are_not_signed(sim):
-    rt = AttestedRuntime(sim)
-    app = create_app(rt.config, runtime=rt)
-    http = app.test_client()
+    http = node1(sim, AttestedRuntime(sim))
     assert post(http, body=b'{"model": "gpt-4o", "messages": []}').status_code in (400, 404)
     stream = post(http, body=json.dumps({**json.loads(CHAT), "stream": True}).encode())
     first = next(stream.response)  # the client reads one event, then leaves
@@ -128,8 +145,7 @@ def test_refused_requests_and_abandoned_streams_are_not_signed(sim):
 
 
 def test_the_store_keeps_the_last_n(sim):
-    rt = AttestedRuntime(sim, records=2)
-    http = create_app(rt.config, runtime=rt).test_client()
+    http = node1(sim, AttestedRuntime(sim, records=2))
     ids = [post(http).get_json()["id"] for _ in range(3)]
     assert http.get(f"/v1/signature/{ids[0]}").status_code == 404
     assert all(http.get(f"/v1/signature/{rid}").status_code == 200 for rid in ids[1:])
@@ -152,9 +168,8 @@ def test_the_report_needs_a_nonce(http, query):
 
 def test_nothing_of_the_key_or_content_is_logged(sim, caplog):
     caplog.set_level(logging.DEBUG)
-    rt = AttestedRuntime(sim)
-    app = create_app(rt.config, runtime=rt)
-    record = signature(app.test_client(), post(app.test_client()).get_json()["id"])
+    http = node1(sim, AttestedRuntime(sim))
+    record = signature(http, post(http).get_json()["id"])
     assert "signed id=" in caplog.text
     for secret in (record["signature"], record["text"][:64], "hi"):
         assert secret not in caplog.text.replace("signed id=", "")

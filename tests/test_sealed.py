@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from tests.conftest import tenant_gate
 from client.sealed import EventOpener, SealedStreamError, open_stream, seal_request
 from node1.app import create_app
 from node1.config import Node1Config
@@ -111,12 +112,13 @@ def rt(tmp_path):
 
 
 @pytest.fixture()
-def http(rt):
-    return create_app(rt.config, runtime=rt).test_client()
+def http(rt, tmp_path):
+    gate, rt.api_key = tenant_gate(tmp_path, rt)
+    return create_app(rt.config, runtime=rt, gate=gate).test_client()
 
 
 def post_sealed(http, rt, body):
-    wire, key = seal_request(body, rt.public_key)
+    wire, key = seal_request({**body, "api_key": rt.api_key}, rt.public_key)
     r = http.post("/v1/sealed/generate", json=wire)
     return r, key
 
@@ -248,6 +250,9 @@ def seal_raw(rt, plain: bytes) -> dict:
     (json.dumps({"request": {"prompt": "x" * 5000}, "response_key": "ab" * 32}).encode(), "inner request: the prompt is"),
 ])
 def test_bad_inner_requests_are_400(http, rt, plain, message):
+    if b'"response_key": "' + b"ab" * 32 in plain:  # past the envelope: the key is checked first
+        inner = json.loads(plain)
+        plain = json.dumps({**inner, "request": {**inner["request"], "api_key": rt.api_key}}).encode()
     r = http.post("/v1/sealed/generate", json=seal_raw(rt, plain))
     assert r.status_code == 400 and message in r.get_json()["error"]
 
@@ -283,3 +288,11 @@ def test_attestation_relays_node2_and_names_its_failure(http):
 def test_policy_is_served_byte_for_byte(http, rt):
     r = http.get("/policy")
     assert r.status_code == 200 and r.data == (rt.config.tee.data_dir / "policy.json").read_bytes()
+
+
+def test_a_sealed_generation_without_its_key_inside_is_401_in_openais_shape(http, rt):
+    wire, _ = seal_request({"prompt": "hi"}, rt.public_key)
+    r = http.post("/v1/sealed/generate", json=wire, headers={"Authorization": f"Bearer {rt.api_key}"})
+    assert r.status_code == 401 and r.get_json()["error"]["code"] == "invalid_api_key"
+    wire, _ = seal_request({"prompt": "hi", "api_key": rt.api_key + "x"}, rt.public_key)
+    assert http.post("/v1/sealed/generate", json=wire).status_code == 401

@@ -14,7 +14,7 @@ import requests
 from attestation.canonical import canonical_json
 from attestation.providers.simulated import SimulatedAttester
 from attestation.release_dir import release_public_key
-from tests.e2e import own_ports, start_stack
+from tests.e2e import own_ports, start_stack, tenant_key
 from tests.proxy import HostProxy
 from tests.test_client import TAMPERS, SimulatedRelease, alter_node2_measurement, swap_node1_key
 from tests.test_sealed import HPKE_VECTOR_JS, RFC9180_A1
@@ -168,9 +168,10 @@ def js(driver, script, *args):
     return driver.execute_script(script, *args)
 
 
-def open_page(driver, url: str, release_dir: Path) -> str:
+def open_page(driver, url: str, release_dir: Path, key: str | None = None) -> str:
+    """Opens the page as `make run`'s link does, with the default test tenant's key in the fragment."""
     driver.get("about:blank")  # the same URL again would be a same-document fragment change, not a fresh page
-    driver.get(f"{url}/#release={release_public_key(release_dir).hex()}")
+    driver.get(f"{url}/#release={release_public_key(release_dir).hex()}&key={key or tenant_key(release_dir)}")
     return wait_for(lambda: (s := js(driver, "return document.getElementById('status').dataset.state")) != "checking" and s,
                     what="the page's attestation verdict")
 
@@ -187,7 +188,7 @@ def screenshot(driver, name: str) -> Path:
 
 def greedy(stack, prompt: str) -> str:
     body = {"prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0}
-    return requests.post(stack.url("node1") + "/generate", json=body, timeout=300).json()["text"]
+    return requests.post(stack.url("node1") + "/generate", headers=stack.auth, json=body, timeout=300).json()["text"]
 
 
 def send(driver, prompt: str, max_tokens: int) -> None:
@@ -220,6 +221,19 @@ def test_the_page_verifies_both_nodes_and_streams_the_greedy_reply(stack, browse
 
 
 @pytest.mark.slow
+def test_the_page_keeps_the_key_from_its_link_and_a_wrong_one_is_refused(stack, browser, release_dir):
+    assert open_page(browser, stack.url("node1"), release_dir) == "verified"
+    assert "key=" not in js(browser, "return location.href") and "release=" in js(browser, "return location.hash")
+    assert js(browser, "return localStorage.getItem('twintee.api-key')") == stack.api_key
+    assert js(browser, "return document.getElementById('api-key').value") == stack.api_key
+    open_page(browser, stack.url("node1"), release_dir, key="tt-0000000000000000-wrong")
+    send(browser, "Hello", 4)
+    notice = wait_for(lambda: js(browser, "const n = document.getElementById('notice'); return !n.hidden && n.textContent"),
+                      what="the refusal")
+    assert "(401)" in notice and "invalid API key" in notice
+    js(browser, "localStorage.setItem('twintee.api-key', arguments[0])", stack.api_key)  # as pasting it would
+
+
 def test_the_stop_button_ends_the_stream(stack, browser, release_dir):
     assert open_page(browser, stack.url("node1"), release_dir) == "verified"
     assert js(browser, "return document.querySelectorAll('.msg.assistant').length") == 0

@@ -1,4 +1,5 @@
 // The chat page: verify both nodes with a fresh nonce, then send each prompt sealed to node1's attested key.
+import { adoptKeyFromLink, apiKey, setApiKey } from "./apikey.js";
 import { bytesToHex, parseLossless, plain } from "./canonical.js";
 import { forgetPin, pinnedReleaseKey } from "./pin.js";
 import { h, renderNode, renderPolicy, renderStatus } from "./panel.js";
@@ -86,7 +87,7 @@ async function postSealed(wire, signal) {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(wire), signal,
   });
   if (!r.ok) {
-    const reason = await r.json().then((b) => b.error).catch(() => null);
+    const reason = await r.json().then((b) => b.error?.message ?? b.error).catch(() => null);
     throw new Error(`node1 refused the request (${r.status}): ${reason ?? "no reason given"}`);
   }
   return r;
@@ -94,7 +95,7 @@ async function postSealed(wire, signal) {
 
 // Streams one reply into `view`; -> the text received (all of it, or up to the stop).
 async function streamReply(body, key, view) {
-  const { wire, key: responseKey } = await sealRequest(body, key);
+  const { wire, key: responseKey } = await sealRequest({ ...body, api_key: apiKey() }, key);
   state.controller = new AbortController();
   const r = await postSealed(wire, state.controller.signal);
   let text = "";
@@ -157,7 +158,10 @@ function wire() {
   $("reverify").addEventListener("click", () => attest());
   $("forget").addEventListener("click", () => { forgetPin(); attest(); });
   $("temperature").addEventListener("input", () => { $("temperature-value").textContent = $("temperature").value; });
+  $("api-key").value = apiKey();
+  $("api-key").addEventListener("change", () => setApiKey($("api-key").value));
 }
 
+adoptKeyFromLink();
 wire();
 attest();
