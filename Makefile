@@ -8,7 +8,7 @@ DATA   ?= data
 # ledger when TWINTEE_LEDGER_URL says so (the tests start their own server).
 APT_PACKAGES := chromium chromium-driver nginx postgresql
 
-.PHONY: setup system-packages kernels llama-cpp prepare run test test-fast bench load clean tenant tenant-revoke tenants ledger-verify operators
+.PHONY: container-images container-test setup system-packages kernels llama-cpp prepare run test test-fast bench load clean tenant tenant-revoke tenants ledger-verify operators
 
 # The q4 kernel (TWINTEE_DTYPE=q4_1): one library with AVX-512, AVX2 and scalar paths, chosen at run
 # time from the CPU's flags; rebuilt when its sources or the installed torch change.
@@ -93,6 +93,20 @@ load: setup
 # setup: it compiles llama.cpp for about 20 minutes on 2 cores; the bench uses it only when present.
 llama-cpp: setup
 	$(PY) -m pip install llama-cpp-python==0.3.36
+
+# Containers (podman here; docker works the same): reproducible images of the three roles, and the
+# proof that they run. Needs root: it installs podman, runc, debootstrap and podman-compose when
+# missing, configures containers.conf, makes a local base image once (no registry here: BASE_IMAGE=...
+# for the published base), builds, brings docker-compose.yml up, checks tokens, measurements and a
+# rebuild's layers, and tears it all down. About 10 minutes on 2 cores; not part of `make test`.
+CONTAINER_PY := PYTHONPATH=. $(PY) containers/container_test.py
+
+container-images: setup
+	containers/host_setup.sh && containers/base_image.sh
+	$(CONTAINER_PY) --build-only
+
+container-test: setup
+	$(CONTAINER_PY)
 
 clean:
 	rm -rf $(VENV) $(DATA) shared/q4/build
