@@ -161,6 +161,7 @@ def create_tenant() -> str:
 
 def reference_tokens() -> tuple[list[int], int]:
     """transformers' generate() on the unsplit model, outside the containers: (tokens, eos id)."""
+    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars in the report
     import torch
     from release.source import DEFAULT_SOURCE, load_source
 
@@ -172,18 +173,43 @@ def reference_tokens() -> tuple[list[int], int]:
     return out[0, len(ids):].tolist(), tok.eos_token_id
 
 
-def check_generation(key: str) -> None:
+def generate(key: str) -> dict:
     r = requests.post(f"http://127.0.0.1:{PORT}/generate", headers={"Authorization": f"Bearer {key}"},
                       json={"prompt": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0}, timeout=300)
     if r.status_code != 200:
         raise Failed(f"/generate answered {r.status_code}: {r.text[:300]}")
-    out = r.json()
+    return r.json()
+
+
+def check_generation(key: str) -> list[int]:
+    out = generate(key)
     ref, eos = reference_tokens()
     expected = ref[:-1] if ref and ref[-1] == eos else ref
     if out["token_ids"] != expected:
         raise Failed(f"containers gave {out['token_ids']}, generate() outside gives {expected}")
     say(f"/generate through the containers: {out['text']!r} token ids {out['token_ids']} = generate() outside "
         f"({out['finish_reason']}, {out['metrics']['tokens_per_sec']} tok/s)")
+    return out["token_ids"]
+
+
+def check_restart(key: str, tokens: list[int]) -> None:
+    """node2's processes killed from the host: its restart policy brings it back, node1 re-handshakes,
+    and the same request gives the same tokens."""
+    name = container("node2")
+    before = int(run("podman", "inspect", "--format", "{{.RestartCount}}", name))
+    os.kill(int(run("podman", "inspect", "--format", "{{.State.Pid}}", name)), 9)
+    deadline = time.monotonic() + 60
+    while int(run("podman", "inspect", "--format", "{{.RestartCount}}", name)) == before:
+        if time.monotonic() > deadline:
+            raise Failed("node2 was not restarted within 60 s of being killed")
+        time.sleep(1)
+    wait_healthy("node2")
+    wait_healthy("node1")
+    again = generate(key)["token_ids"]
+    if again != tokens:
+        raise Failed(f"after node2's restart the tokens are {again}, before {tokens}")
+    say(f"node2 killed (SIGKILL to its init): restarted by its policy (restart count {before} -> "
+        f"{before + 1}), the same request gives the same tokens")
 
 
 def check_rebuild(first: list[str]) -> None:
@@ -218,7 +244,7 @@ def main() -> int:
     run(str(ROOT / "containers" / "host_setup.sh"))
     run(str(ROOT / "containers" / "base_image.sh"))
     say(f"podman {run('podman', 'version', '--format', '{{.Client.Version}}').strip()}, runc, "
-        f"{run(COMPOSE, 'version').splitlines()[-1]}, base {BASE_IMAGE}")
+        f"{next(l for l in run(COMPOSE, 'version').splitlines() if 'podman-compose' in l)}, base {BASE_IMAGE}")
     prepare_release()
     built = {}
     for role in ROLES:
@@ -230,7 +256,8 @@ def main() -> int:
         compose("down", "-v", check=False)  # a previous run's leftovers
         bring_up()
         check_measurements()
-        check_generation(create_tenant())
+        key = create_tenant()
+        check_restart(key, check_generation(key))
     finally:
         tear_down()
     check_rebuild(built[REBUILT])
