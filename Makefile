@@ -100,13 +100,16 @@ llama-cpp: setup
 # for the published base), builds, brings docker-compose.yml up, checks tokens, measurements and a
 # rebuild's layers, and tears it all down. About 10 minutes on 2 cores; not part of `make test`.
 CONTAINER_PY := PYTHONPATH=. $(PY) containers/container_test.py
+# The published base is the Dockerfiles' default; here no registry answers, so a local Debian root.
+BASE_IMAGE ?= localhost/twintee-base:bookworm
 
 container-images: setup
-	containers/host_setup.sh && containers/base_image.sh
-	$(CONTAINER_PY) --build-only
+	containers/host_setup.sh
+	test "$(BASE_IMAGE)" != localhost/twintee-base:bookworm || containers/base_image.sh
+	TWINTEE_BASE_IMAGE=$(BASE_IMAGE) $(CONTAINER_PY) --build-only
 
 container-test: setup
-	$(CONTAINER_PY)
+	TWINTEE_BASE_IMAGE=$(BASE_IMAGE) $(CONTAINER_PY)
 
 clean:
 	rm -rf $(VENV) $(DATA) shared/q4/build

@@ -5,7 +5,7 @@
 # Real builds use the published base pinned by digest in the Dockerfiles instead.
 set -eu
 
-IMAGE=${TWINTEE_BASE_IMAGE:-localhost/twintee-base:bookworm}
+IMAGE=localhost/twintee-base:bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # Debian's python3 is 3.11 in bookworm, the ABI of the cp311 torch wheel.
 PACKAGES=python3,python3-venv,ca-certificates

@@ -25,7 +25,8 @@ PROJECT = "twintee-test"
 ROLES = ("broker", "node2", "node1")  # the compose file's dependency order
 APP_UID = 10001                       # the images' user: the release files must be readable by it
 TAG = "test"
-BASE_IMAGE = os.environ.get("TWINTEE_BASE_IMAGE", "localhost/twintee-base:bookworm")
+LOCAL_BASE = "localhost/twintee-base:bookworm"  # containers/base_image.sh makes it
+BASE_IMAGE = os.environ.get("TWINTEE_BASE_IMAGE", LOCAL_BASE)
 # Here torch's CPU wheel lies on disk and pip reaches PyPI through a proxy with its own CA.
 WHEELS = Path(os.environ.get("TWINTEE_WHEEL_DIR", "/opt/wheels"))
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -242,7 +243,8 @@ def main() -> int:
     if "--build-only" in sys.argv:
         return build_only()
     run(str(ROOT / "containers" / "host_setup.sh"))
-    run(str(ROOT / "containers" / "base_image.sh"))
+    if BASE_IMAGE == LOCAL_BASE:
+        run(str(ROOT / "containers" / "base_image.sh"))
     say(f"podman {run('podman', 'version', '--format', '{{.Client.Version}}').strip()}, runc, "
         f"{next(l for l in run(COMPOSE, 'version').splitlines() if 'podman-compose' in l)}, base {BASE_IMAGE}")
     prepare_release()
