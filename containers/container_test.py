@@ -5,6 +5,7 @@ hold exactly the measured files and rebuild to identical layers, and that nothin
 Run from the checkout's virtualenv as root (podman is rootful here). Prints one line per step; exits 1
 at the first failed check, after tearing everything down.
 """
+import functools
 import json
 import os
 import subprocess
@@ -56,8 +57,10 @@ def image(role: str, tag: str = TAG) -> str:
     return f"localhost/twintee-{role}:{tag}"
 
 
+@functools.cache
 def source_date_epoch() -> str:
-    """The commit's time: every file in every layer gets it, so a rebuild of the commit is identical."""
+    """The commit's time: every file in every layer gets it, so a rebuild of the commit is identical.
+    Read once: a commit made while the test runs must not change the rebuild's."""
     return run("git", "log", "-1", "--format=%ct").strip()
 
 
