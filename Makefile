@@ -98,7 +98,7 @@ llama-cpp: setup
 # proof that they run. Needs root: it installs podman, runc, debootstrap and podman-compose when
 # missing, configures containers.conf, makes a local base image once (no registry here: BASE_IMAGE=...
 # for the published base), builds, brings docker-compose.yml up, checks tokens, measurements and a
-# rebuild's layers, and tears it all down. About 10 minutes on 2 cores; not part of `make test`.
+# rebuild's layers, and tears it all down. About 7 minutes on 2 cores; not part of `make test`.
 CONTAINER_PY := PYTHONPATH=. $(PY) containers/container_test.py
 # The published base is the Dockerfiles' default; here no registry answers, so a local Debian root.
 BASE_IMAGE ?= localhost/twintee-base:bookworm
