@@ -8,7 +8,7 @@ DATA   ?= data
 # ledger when TWINTEE_LEDGER_URL says so (the tests start their own server).
 APT_PACKAGES := chromium chromium-driver nginx postgresql
 
-.PHONY: setup system-packages kernels llama-cpp prepare run test test-fast bench load clean tenant tenant-revoke tenants ledger-verify operators
+.PHONY: container-images container-test setup system-packages kernels llama-cpp prepare run test test-fast bench load clean tenant tenant-revoke tenants ledger-verify operators
 
 # The q4 kernel (TWINTEE_DTYPE=q4_1): one library with AVX-512, AVX2 and scalar paths, chosen at run
 # time from the CPU's flags; rebuilt when its sources or the installed torch change.
@@ -93,6 +93,23 @@ load: setup
 # setup: it compiles llama.cpp for about 20 minutes on 2 cores; the bench uses it only when present.
 llama-cpp: setup
 	$(PY) -m pip install llama-cpp-python==0.3.36
+
+# Containers (podman here; docker works the same): reproducible images of the three roles, and the
+# proof that they run. Needs root: it installs podman, runc, debootstrap and podman-compose when
+# missing, configures containers.conf, makes a local base image once (no registry here: BASE_IMAGE=...
+# for the published base), builds, brings docker-compose.yml up, checks tokens, measurements and a
+# rebuild's layers, and tears it all down. About 7 minutes on 2 cores; not part of `make test`.
+CONTAINER_PY := PYTHONPATH=. $(PY) containers/container_test.py
+# The published base is the Dockerfiles' default; here no registry answers, so a local Debian root.
+BASE_IMAGE ?= localhost/twintee-base:bookworm
+
+container-images: setup
+	containers/host_setup.sh
+	test "$(BASE_IMAGE)" != localhost/twintee-base:bookworm || containers/base_image.sh
+	TWINTEE_BASE_IMAGE=$(BASE_IMAGE) $(CONTAINER_PY) --build-only
+
+container-test: setup
+	TWINTEE_BASE_IMAGE=$(BASE_IMAGE) $(CONTAINER_PY)
 
 clean:
 	rm -rf $(VENV) $(DATA) shared/q4/build
