@@ -233,11 +233,12 @@ class Responder:
     """node2's side: serves many handshakes; `respond(m1)` then `finish(m3)` once per handshake_id."""
 
     def __init__(self, my_role: str, peer_role: str, attester: Attester, appraise: Appraise, *,
-                 ttl_s: float = 10.0, max_pending: int = 256, max_seen_nonces: int = 100_000,
+                 ttl_s: float = 10.0, max_pending: int = 4096, grace_s: float = 1.0, max_seen_nonces: int = 100_000,
                  clock: Callable[[], float] = time.monotonic):
         self.my_role, self.peer_role = my_role, peer_role
         self._attester, self._appraise = attester, appraise
         self._ttl_s, self._max_pending, self._max_seen = ttl_s, max_pending, max_seen_nonces
+        self._grace_s = grace_s
         self._clock = clock
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._seen: OrderedDict[bytes, None] = OrderedDict()
@@ -287,11 +288,19 @@ class Responder:
     def _store(self, handshake_id: str, pending: _Pending) -> None:
         with self._lock:
             self._drop_expired()
-            # Unauthenticated m1s can fill the table. Evicting the oldest would let a flood push out
-            # node1's handshake in progress; refusing new ones only delays the next until entries
-            # expire (ttl_s), and never touches a live channel.
+            # Unauthenticated m1s can fill the table, and both simple answers to a full table are
+            # attacks: refusing new hellos let ~26 hellos/s (256 entries / 10 s) keep node1 from ever
+            # re-keying (after a node2 restart, say); evicting the oldest lets a flood push out node1's
+            # handshake in progress. node1 sends m3 within one appraisal of m2 (well under grace_s), so
+            # an entry older than grace_s is almost surely abandoned: evict those, oldest first, and
+            # refuse only when every entry is younger. To keep node1 out an attacker must now create
+            # max_pending entries every grace_s (4096/s), beyond nginx's per-client rate (1000/s) and
+            # the evidence node2 can sign in a second.
             if len(self._pending) >= self._max_pending:
-                raise HandshakeError("busy", "too many handshakes in progress; retry shortly")
+                oldest_id, oldest = next(iter(self._pending.items()))
+                if self._clock() - oldest.created <= self._grace_s:
+                    raise HandshakeError("busy", "too many handshakes in progress; retry shortly")
+                del self._pending[oldest_id]
             self._pending[handshake_id] = pending
 
     def _take(self, handshake_id: str) -> _Pending:

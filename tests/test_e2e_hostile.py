@@ -41,8 +41,8 @@ def relay_handshake(stack) -> int:
         return 429
     m1 = {"version": VERSION, "role": "node1", "nonce": os.urandom(32).hex(), "public_key": first.json()["node1"]["public_key"]}
     hello = requests.post(stack.url("node2") + "/v1/handshake/hello", json=m1, timeout=10)
-    if hello.status_code == 429:
-        return 429
+    if hello.status_code != 200:  # 429: nginx's rate; 503: node2's table of young handshakes full
+        return hello.status_code
     m2 = hello.json()
     relayed = requests.get(stack.url("node1") + "/attestation", params={"nonce": m2["nonce"]}, timeout=10)
     if relayed.status_code == 429:
@@ -78,9 +78,10 @@ def test_relayed_evidence_never_completes_a_handshake_nor_stops_a_victim(stack):
         refused.append(relay_handshake(stack))
     victim.join()
     print(f"\n{time.monotonic() - t0:.1f} s of relays: {len(refused)} attempts, {refused.count(403)} refused by "
-          f"node2, {refused.count(429)} rate-limited; {len(victims)} victim generations, "
+          f"node2, {refused.count(429)} rate-limited, {refused.count(503)} while node2's table was full; "
+          f"{len(victims)} victim generations, "
           f"{sum(v.status_code != 200 or v.json()['token_ids'] != reference for v in victims)} failed")
-    assert set(refused) <= {403, 429} and refused.count(403) >= 12, refused
+    assert set(refused) <= {403, 429, 503} and refused.count(403) >= 12, refused
     assert victims and all(v.status_code == 200 and v.json()["token_ids"] == reference for v in victims)
     health = requests.get(stack.url("node2") + "/health", timeout=10).json()
     assert health["channels"] == channels_before

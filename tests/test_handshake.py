@@ -229,15 +229,31 @@ def test_responder_refuses_an_expired_handshake(platform, appraise):
 
 
 def test_a_flood_of_hellos_is_bounded_and_never_pushes_out_a_handshake_in_progress(platform, appraise):
-    initiator, responder = make_pair(platform, appraise, max_pending=4)
+    now = [0.0]
+    initiator, responder = make_pair(platform, appraise, max_pending=4, clock=lambda: now[0])
     m2 = responder.respond(initiator.hello())  # node1's, first
+    now[0] = 0.5  # node1 is still appraising m2, well within the grace
     for _ in range(3):
         responder.respond(Initiator("node1", "node2", platform.attester("node1"), appraise).hello())
-    with pytest.raises(HandshakeError, match="busy"):  # the table is full: refuse, do not evict
+    with pytest.raises(HandshakeError, match="busy"):  # full of young entries: refuse, do not evict
         responder.respond(Initiator("node1", "node2", platform.attester("node1"), appraise).hello())
     assert responder.pending_count == 4
     m3, _ = initiator.finish(m2)
     assert responder.finish(m3)[0].channel_id  # node1's handshake still completes
+
+
+def test_a_slow_flood_cannot_keep_node1_from_re_keying(platform, appraise):
+    # The flood's entries, older than the grace, give way to new hellos: a table kept full at a
+    # trickle no longer refuses node1 until they expire.
+    now = [0.0]
+    initiator, responder = make_pair(platform, appraise, max_pending=4, clock=lambda: now[0])
+    for i in range(4):
+        now[0] = i * 0.1
+        responder.respond(Initiator("node1", "node2", platform.attester("node1"), appraise).hello())
+    now[0] = 2.0  # past the 1 s grace, far inside the 10 s time to live
+    m3, _ = initiator.finish(responder.respond(initiator.hello()))
+    assert responder.finish(m3)[0].channel_id
+    assert responder.pending_count == 3  # one abandoned entry, the oldest, made room
 
 
 def test_pending_handshakes_expire(platform, appraise):
