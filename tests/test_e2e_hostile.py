@@ -13,12 +13,34 @@ import time
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 
 from shared.handshake import VERSION
 from tests.e2e import start_stack
 
 pytestmark = pytest.mark.slow
 VICTIM = {"prompt": "List the planets of the solar system, one per line.", "max_tokens": 64}
+
+
+class _FromAddress(HTTPAdapter):
+    def __init__(self, address: str):
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, source_address=(self.address, 0), **kwargs)
+
+
+def attacker_session() -> requests.Session:
+    """The outsider's HTTP client, from its own loopback address (127.0.0.2): nginx holds each client
+    address to its own rate, and an attacker on the victim's address would only be rate-limiting the
+    victim, which no real outsider can do."""
+    session = requests.Session()
+    session.mount("http://", _FromAddress("127.0.0.2"))
+    return session
+
+
+ATTACKER = attacker_session()
 
 
 @pytest.fixture(scope="module")
@@ -30,32 +52,32 @@ def stack(release_dir, tmp_path_factory):
 
 def node1_evidence_over(stack, nonce_hex: str) -> dict:
     """What node1's public endpoint gives anyone: its key and evidence over a nonce of their choosing."""
-    return requests.get(stack.url("node1") + "/attestation", params={"nonce": nonce_hex}, timeout=10).json()["node1"]
+    return ATTACKER.get(stack.url("node1") + "/attestation", params={"nonce": nonce_hex}, timeout=10).json()["node1"]
 
 
 def relay_handshake(stack) -> int:
     """One relay attempt -> the status that stopped it: node2's refusal of the finish (403), or nginx
     holding the attacker to its per-client rate (429) somewhere along the way."""
-    first = requests.get(stack.url("node1") + "/attestation", params={"nonce": "00" * 32}, timeout=10)
+    first = ATTACKER.get(stack.url("node1") + "/attestation", params={"nonce": "00" * 32}, timeout=10)
     if first.status_code == 429:
         return 429
     m1 = {"version": VERSION, "role": "node1", "nonce": os.urandom(32).hex(), "public_key": first.json()["node1"]["public_key"]}
-    hello = requests.post(stack.url("node2") + "/v1/handshake/hello", json=m1, timeout=10)
+    hello = ATTACKER.post(stack.url("node2") + "/v1/handshake/hello", json=m1, timeout=10)
     if hello.status_code != 200:  # 429: nginx's rate; 503: node2's table of young handshakes full
         return hello.status_code
     m2 = hello.json()
-    relayed = requests.get(stack.url("node1") + "/attestation", params={"nonce": m2["nonce"]}, timeout=10)
+    relayed = ATTACKER.get(stack.url("node1") + "/attestation", params={"nonce": m2["nonce"]}, timeout=10)
     if relayed.status_code == 429:
         return 429
     m3 = {"handshake_id": m2["handshake_id"], "evidence": relayed.json()["node1"]["evidence"], "confirm": "00" * 32}
-    return requests.post(stack.url("node2") + "/v1/handshake/finish", json=m3, timeout=10).status_code
+    return ATTACKER.post(stack.url("node2") + "/v1/handshake/finish", json=m3, timeout=10).status_code
 
 
 def relay_key_request(stack) -> requests.Response:
-    nonce = requests.post(stack.url("broker") + "/nonce", timeout=10).json()["nonce"]
+    nonce = ATTACKER.post(stack.url("broker") + "/nonce", timeout=10).json()["nonce"]
     node1 = node1_evidence_over(stack, nonce)
     model = node1["model"]
-    return requests.post(stack.url("broker") + "/key", timeout=10, json={
+    return ATTACKER.post(stack.url("broker") + "/key", timeout=10, json={
         "role": "node1", "model_id": model["model_id"], "version": model["version"],
         "public_key": node1["public_key"], "nonce": nonce, "evidence": node1["evidence"]})
 
