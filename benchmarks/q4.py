@@ -22,8 +22,8 @@ from release.publish import publish
 from release.source import DEFAULT_SOURCE, SMOLLM2_GGUF, gguf_blocks, smollm2_dir
 from shared.linear import Weight, linear
 from shared.q4 import kernel
-from shared.spec import ModelSpec
 from shared.q4.blocks import BLOCK_BYTES
+from shared.spec import ModelSpec
 from shared.weights import build_part, shard_keys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +131,7 @@ def llama_cpp(tokenizer, threads: int, tokens: int = 128) -> list[dict] | None:
     out = []
     for n in sorted({1, threads}):
         run = subprocess.run([sys.executable, "-m", "benchmarks.llama_cpp_stream", "--threads", str(n),
-                              "--tokens", str(tokens), "--ids", ids], cwd=ROOT, capture_output=True, text=True)
+                              "--tokens", str(tokens), "--ids", ids], cwd=ROOT, capture_output=True, text=True, check=False)
         lines = run.stdout.strip().splitlines()
         out.append(json.loads(lines[-1]) if run.returncode == 0 and lines
                    else {"threads": n, "tokens": tokens, "tps": None, "error": f"exit status {run.returncode}"})

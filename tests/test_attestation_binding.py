@@ -10,10 +10,8 @@ from attestation.binding import (
     RESPONSE_SIGNING,
     report_data,
 )
-from shared.handshake import HandshakeError
 from tests.test_attestation_verify import Release, verifier
 from tests.test_broker import ask, assert_refused, client, clock, config  # noqa: F401 - fixtures
-from tests.test_handshake import appraise, make_pair, platform  # noqa: F401 - fixtures
 
 KEY, NONCE = b"k" * 32, b"n" * 32
 
@@ -45,14 +43,3 @@ def test_signing_evidence_gets_no_shard_key(client, config):
     assert_refused(config, resp, 403, "report_data")
 
 
-def test_signing_evidence_cannot_complete_a_handshake(platform, appraise):
-    """node2's real check (shared/handshake.py): evidence over the handshake's key and nonce, made for
-    response signing, does not finish it."""
-    initiator, responder = make_pair(platform, appraise)
-    hello = initiator.hello()
-    m2 = responder.respond(hello)
-    m3, _ = initiator.finish(m2)
-    signing_evidence = platform.attester("node1")(
-        report_data(bytes.fromhex(hello["public_key"]), bytes.fromhex(m2["nonce"]), purpose=RESPONSE_SIGNING))
-    with pytest.raises(HandshakeError, match="report_data"):
-        responder.finish({**m3, "evidence": signing_evidence})

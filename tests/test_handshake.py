@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from attestation.binding import CLIENT_ATTESTATION, PEER_HANDSHAKE, report_data
+from attestation.binding import PEER_HANDSHAKE, PURPOSES, report_data
 from attestation.errors import AttestationError
 from shared.channel import SealedChannel
 from shared.handshake import HandshakeError, Initiator, Responder
@@ -279,15 +279,18 @@ def test_relayed_evidence_without_the_private_key_cannot_finish(platform, apprai
         responder.finish({"handshake_id": m2["handshake_id"], "evidence": relayed, "confirm": "00" * 32})
 
 
-def test_evidence_made_for_a_client_cannot_complete_a_handshake(platform, appraise):
+@pytest.mark.parametrize("purpose", [p for p in PURPOSES if p != PEER_HANDSHAKE])
+def test_evidence_made_for_another_purpose_cannot_complete_a_handshake(platform, appraise, purpose):
+    """node2's real check: evidence over the handshake's own key and nonce, but made for a client's
+    challenge, a key request, response signing or the ledger, does not finish it."""
     initiator, responder = make_pair(platform, appraise)
     hello = initiator.hello()
     m2 = responder.respond(hello)
     m3, _ = initiator.finish(m2)
-    client_evidence = platform.attester("node1")(
-        report_data(bytes.fromhex(hello["public_key"]), bytes.fromhex(m2["nonce"]), purpose=CLIENT_ATTESTATION))
+    other_evidence = platform.attester("node1")(
+        report_data(bytes.fromhex(hello["public_key"]), bytes.fromhex(m2["nonce"]), purpose=purpose))
     with pytest.raises(HandshakeError, match="report_data"):
-        responder.finish({**m3, "evidence": client_evidence})
+        responder.finish({**m3, "evidence": other_evidence})
 
 
 def test_the_initiator_uses_no_channel_until_the_responder_confirms(platform, appraise):
