@@ -5,12 +5,14 @@ every projection is one call; all sequences of a step share those matmuls and on
 per sequence, against that sequence's preallocated cache.
 """
 from dataclasses import dataclass
+from itertools import groupby
 
 import torch
 import torch.nn.functional as F
 
 from shared.kv import SessionCache
-from shared.linear import Weight, linear
+from shared.linear import BlockWeight, Weight, linear
+from shared.q4 import kernel as q4_kernel
 from shared.spec import ModelSpec
 
 
@@ -151,15 +153,52 @@ def run_layers(part: Part, x: torch.Tensor, seqs: list[Seq]) -> torch.Tensor:
 
     A cache may appear in several consecutive Seqs (a session replayed into a restarted node2, one
     Seq per original step): within each layer they run in order, so each sees the keys the one
-    before it wrote, and every row is computed exactly as the original steps computed it."""
+    before it wrote, and every row is computed exactly as the original steps computed it.
+
+    On the GGUF's blocks (TWINTEE_DTYPE=q4_1) a sequence bringing one token always takes the whole-node
+    kernel call (`decode_blocks`) and one bringing more the ops below, whatever it is batched with,
+    so its rows are computed the same way alone or batched. Consecutive Seqs of one kind run through
+    all layers together, one group after the other: a replayed cache's segments still run in order.
+    """
     check_segments(seqs)
+    if not fused_decode(part):
+        x = layer_ops(part, x, seqs)
+    else:
+        outs, start = [], 0
+        for one_token, group in groupby(seqs, key=lambda s: s.n == 1):
+            group = list(group)
+            rows = x[start : start + sum(s.n for s in group)]
+            outs.append(decode_blocks(part, rows, group) if one_token else layer_ops(part, rows, group))
+            start += rows.shape[0]
+        x = outs[0] if len(outs) == 1 else torch.cat(outs)
+    for seq in seqs:
+        seq.cache.length = seq.pos + seq.n
+    return x
+
+
+def layer_ops(part: Part, x: torch.Tensor, seqs: list[Seq]) -> torch.Tensor:
+    # x: [N, D] -> [N, D], layer by layer in torch ops
     pos = positions_of(seqs).to(x.device)
     cos, sin = part.cos[pos].unsqueeze(1), part.sin[pos].unsqueeze(1)  # [N, 1, hd]
     for li, layer in enumerate(part.layers):
         x = layer_forward(x, layer, li, part.spec, cos, sin, seqs)
-    for seq in seqs:
-        seq.cache.length = seq.pos + seq.n
     return x
+
+
+def fused_decode(part: Part) -> bool:
+    return bool(part.layers) and isinstance(part.layers[0].wqkv, BlockWeight)
+
+
+def decode_blocks(part: Part, x: torch.Tensor, seqs: list[Seq]) -> torch.Tensor:
+    """x: [N, D], one new token a sequence -> [N, D] after every layer, in one call of the q4 kernel
+    library (shared/q4/decode.cpp): at one row, the ~30 torch ops a layer cost more than its weights."""
+    layers, spec = part.layers, part.spec
+    weights = {name: [getattr(l, name) for l in layers] for name in ("ln1", "ln2")}
+    weights |= {name: [getattr(l, name).data for l in layers] for name in ("wqkv", "wo", "wgu", "wdown")}
+    weights["bqkv"] = [l.bqkv for l in layers] if layers[0].bqkv is not None else []
+    return q4_kernel.decode_layers(x, weights, [(s.cache.k, s.cache.v) for s in seqs], [s.pos for s in seqs],
+                                   (part.cos, part.sin), (spec.heads, spec.kv_heads, spec.intermediate), spec.eps,
+                                   layers[0].wqkv.isa)
 
 
 @torch.inference_mode()

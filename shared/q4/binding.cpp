@@ -4,11 +4,13 @@
 // unit must be compiled with -fopenmp (build.py), or every call runs on the calling thread alone.
 #include <algorithm>
 #include <atomic>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "decode.h"
 #include "lanes.h"
 
 namespace {
@@ -27,6 +29,13 @@ int64_t grain_columns(int64_t n, int64_t row_bytes) {
   return std::max(GRAIN_COLUMNS, (MIN_SPLIT_WORK + per_column - 1) / per_column);
 }
 
+using Columns = void (*)(const q4::Problem&, int64_t, int64_t);
+
+Columns columns_for(int64_t isa) {
+  TORCH_CHECK(isa >= ISA_SCALAR && isa <= ISA_AVX512, "isa must be 0 (baseline), 1 (avx2) or 2 (avx512)");
+  return isa == ISA_AVX512 ? q4::columns_avx512 : isa == ISA_AVX2 ? q4::columns_avx2 : q4::columns_scalar;
+}
+
 at::Tensor mm(const at::Tensor& x, const at::Tensor& w, int64_t kind, int64_t isa) {
   TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "twintee_q4.mm runs on the CPU");
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2 && x.is_contiguous(), "x must be contiguous float32 [N, K]");
@@ -37,7 +46,7 @@ at::Tensor mm(const at::Tensor& x, const at::Tensor& w, int64_t kind, int64_t is
   at::Tensor y = at::empty({x.size(0), w.size(0)}, x.options());
   const q4::Problem p{x.data_ptr<float>(), w.data_ptr<uint8_t>(), y.data_ptr<float>(), x.size(0), k, w.size(0),
                       static_cast<int>(kind)};
-  auto run = isa == ISA_AVX512 ? q4::columns_avx512 : isa == ISA_AVX2 ? q4::columns_avx2 : q4::columns_scalar;
+  auto run = columns_for(isa);
   if (p.n > 0) at::parallel_for(0, p.m, grain_columns(p.n, w.size(1)), [&](int64_t m0, int64_t m1) { run(p, m0, m1); });
   return y;
 }
@@ -52,9 +61,74 @@ int64_t split_threads(int64_t n, int64_t m, int64_t row_bytes) {
   return __builtin_popcountll(seen.load());
 }
 
+void check_blocks(const at::Tensor& w, int64_t rows, int64_t k, const char* name) {
+  TORCH_CHECK(w.scalar_type() == at::kByte && w.is_contiguous() && w.dim() == 2 && w.size(0) == rows &&
+                  w.size(1) == k / q4::BLOCK * q4::Q4_1_BYTES,
+              name, " must be contiguous Q4_1 blocks [", rows, ", ", k / q4::BLOCK * q4::Q4_1_BYTES, "]");
+}
+
+void check_floats(const at::Tensor& t, int64_t numel, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.numel() == numel, name, " must be ", numel,
+              " contiguous float32 values");
+}
+
+// torch.ops.twintee_q4.decode_layers: x [N, D] (one new token per row) through every layer given, each
+// row against its own cache [L, Hkv, C, hd] at its position -> [N, D]. Writes each row's key and value.
+at::Tensor decode_layers(const at::Tensor& x, at::TensorList ln1, at::TensorList wqkv, at::TensorList bqkv,
+                         at::TensorList wo, at::TensorList ln2, at::TensorList wgu, at::TensorList wdown,
+                         at::TensorList k_caches, at::TensorList v_caches, at::IntArrayRef positions,
+                         const at::Tensor& cos, const at::Tensor& sin, int64_t heads, int64_t kv_heads, int64_t ffn,
+                         double eps, int64_t isa) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2 && x.is_contiguous(), "x must be contiguous float32 [N, D]");
+  const int64_t n = x.size(0), d = x.size(1), n_layers = static_cast<int64_t>(ln1.size());
+  TORCH_CHECK(cos.dim() == 2 && cos.sizes() == sin.sizes(), "cos and sin must be [P, hd]");
+  const int64_t hd = cos.size(1), qkv = (heads + 2 * kv_heads) * hd;
+  TORCH_CHECK(heads > 0 && kv_heads > 0 && heads % kv_heads == 0 && hd % 2 == 0 && d % q4::BLOCK == 0 &&
+                  (heads * hd) % q4::BLOCK == 0 && ffn % q4::BLOCK == 0, "unsupported shape");
+  check_floats(cos, cos.size(0) * hd, "cos");
+  check_floats(sin, cos.size(0) * hd, "sin");
+  for (const auto* list : {&wqkv, &wo, &ln2, &wgu, &wdown})
+    TORCH_CHECK(static_cast<int64_t>(list->size()) == n_layers, "every weight list needs one tensor a layer");
+  TORCH_CHECK(bqkv.empty() || static_cast<int64_t>(bqkv.size()) == n_layers, "bqkv: none, or one a layer");
+  TORCH_CHECK(static_cast<int64_t>(k_caches.size()) == n && static_cast<int64_t>(v_caches.size()) == n &&
+                  static_cast<int64_t>(positions.size()) == n, "one cache pair and position a row");
+  std::vector<q4::LayerWeights> layers(n_layers);
+  for (int64_t i = 0; i < n_layers; ++i) {
+    check_floats(ln1[i], d, "ln1");
+    check_floats(ln2[i], d, "ln2");
+    check_blocks(wqkv[i], qkv, d, "wqkv");
+    check_blocks(wo[i], d, heads * hd, "wo");
+    check_blocks(wgu[i], 2 * ffn, d, "wgu");
+    check_blocks(wdown[i], d, ffn, "wdown");
+    if (!bqkv.empty()) check_floats(bqkv[i], qkv, "bqkv");
+    layers[i] = {ln1[i].data_ptr<float>(), wqkv[i].data_ptr<uint8_t>(), bqkv.empty() ? nullptr : bqkv[i].data_ptr<float>(),
+                 wo[i].data_ptr<uint8_t>(), ln2[i].data_ptr<float>(), wgu[i].data_ptr<uint8_t>(), wdown[i].data_ptr<uint8_t>()};
+  }
+  std::vector<q4::Row> rows(n);
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t capacity = k_caches[r].dim() == 4 ? k_caches[r].size(2) : 0;
+    for (const auto& c : {k_caches[r], v_caches[r]})
+      TORCH_CHECK(c.scalar_type() == at::kFloat && c.is_contiguous() && c.dim() == 4 && c.size(0) >= n_layers &&
+                      c.size(1) == kv_heads && c.size(2) == capacity && c.size(3) == hd,
+                  "a row's caches must be contiguous float32 [L, Hkv, C, hd], both alike");
+    TORCH_CHECK(positions[r] >= 0 && positions[r] < capacity && positions[r] < cos.size(0), "position ", positions[r],
+                " is outside the cache or the rotary table");
+    rows[r] = {k_caches[r].data_ptr<float>(), v_caches[r].data_ptr<float>(), capacity, positions[r]};
+  }
+  at::Tensor y = x.clone();
+  const q4::Decode step{y.data_ptr<float>(), n, layers.data(), n_layers, rows.data(), cos.data_ptr<float>(),
+                        sin.data_ptr<float>(), d, heads, kv_heads, hd, ffn, static_cast<float>(eps), columns_for(isa),
+                        at::get_num_threads()};
+  q4::decode_layers(step);
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(twintee_q4, m) {
   m.def("mm(Tensor x, Tensor w, int kind, int isa) -> Tensor", &mm);
+  m.def("decode_layers(Tensor x, Tensor[] ln1, Tensor[] wqkv, Tensor[] bqkv, Tensor[] wo, Tensor[] ln2, Tensor[] wgu, "
+        "Tensor[] wdown, Tensor[] k_caches, Tensor[] v_caches, int[] positions, Tensor cos, Tensor sin, int heads, "
+        "int kv_heads, int ffn, float eps, int isa) -> Tensor", &decode_layers);
   m.def("split_threads(int n, int m, int row_bytes) -> int", &split_threads);
 }

@@ -11,13 +11,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LIBRARY = HERE / "build" / "twintee_q4.so"
-HEADERS = [HERE / "lanes.h"]
+HEADERS = [HERE / "lanes.h", HERE / "decode.h"]
 UNITS = {  # source -> its own flags
     # gcc 12's own AVX-512 headers trip -Wuninitialized (_mm512_undefined_*): not ours to fix.
     "kernel_avx512.cpp": ["-mavx512f", "-mfma", "-mf16c", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
     "kernel_avx2.cpp": ["-mavx2", "-mfma", "-mf16c"],
     # No contraction: every fused multiply-add is an explicit std::fma, as the vector paths have it.
     "kernel_scalar.cpp": ["-ffp-contract=off"],
+    # The decode step's norms, rotary and attention: plain C++, the same roundings on every CPU; its
+    # one OpenMP region runs the step's threads (decode.cpp).
+    "decode.cpp": ["-ffp-contract=off", "-fopenmp"],
     # at::parallel_for is inline: without -fopenmp its `omp parallel` is compiled out and every call
     # ran on the calling thread alone, whatever torch.get_num_threads() said.
     "binding.cpp": ["TORCH", "-fopenmp"],

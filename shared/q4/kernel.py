@@ -42,6 +42,20 @@ def mm(x: torch.Tensor, blocks: torch.Tensor, kind: str, isa: str) -> torch.Tens
     return torch.ops.twintee_q4.mm(x.contiguous(), blocks, KIND_CODES[kind], ISA_CODES[isa])
 
 
+def decode_layers(x: torch.Tensor, weights: dict[str, list[torch.Tensor]], caches: list[tuple[torch.Tensor, torch.Tensor]],
+                  positions: list[int], rope: tuple[torch.Tensor, torch.Tensor], shape: tuple[int, int, int],
+                  eps: float, isa: str) -> torch.Tensor:
+    """x: [N, D], one new token a row, through every layer of `weights` (lists, one tensor a layer, of
+    ln1, wqkv, bqkv (empty: none), wo, ln2, wgu, wdown) -> [N, D]. Row r attends its cache pair
+    ([L, Hkv, C, hd] each) at positions [0, positions[r]], after writing its key and value there.
+    `shape`: (heads, kv_heads, ffn); `rope`: the (cos, sin) tables [P, hd]."""
+    load()
+    w = weights
+    return torch.ops.twintee_q4.decode_layers(
+        x.contiguous(), w["ln1"], w["wqkv"], w["bqkv"], w["wo"], w["ln2"], w["wgu"], w["wdown"],
+        [k for k, _ in caches], [v for _, v in caches], positions, rope[0], rope[1], *shape, eps, ISA_CODES[isa])
+
+
 def split_threads(n: int, m: int, row_bytes: int) -> int:
     """How many threads `mm` runs an [n, K] x [m, row_bytes] call on, at torch's current thread count."""
     load()
