@@ -27,8 +27,9 @@ it is never chosen: identical tokens alone or batched outrank a third of a singl
 projection time there. Elsewhere (CUDA) the weight stays as transformers stores it.
 
 With TWINTEE_DTYPE=q4_1 a weight stays in its GGUF blocks (`BlockWeight`) and shared.q4's kernel
-multiplies float32 rows by them; it sums every output in one fixed order, so no probe and no padding
-are needed there, and it reads a fifth of the bytes.
+multiplies float32 rows by them; it sums every output in one fixed order per kind of row (a prompt's
+rows in one, a token's decode row in another, whatever the batch), so no probe and no padding are
+needed there, and it reads a fifth of the bytes.
 """
 import os
 from dataclasses import dataclass
@@ -109,10 +110,11 @@ class BlockWeight:
         return dequantize(self.data[ids], self.kind)  # ids: [N] -> [N, in]
 
 
-def linear(x: torch.Tensor, w: Weight | BlockWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    # x: [N, in] -> [N, out]
+def linear(x: torch.Tensor, w: Weight | BlockWeight, bias: torch.Tensor | None = None, prompt: bool = False) -> torch.Tensor:
+    # x: [N, in] -> [N, out]. `prompt`: the rows are prompt tokens' (a prefill's), which the q4 kernel
+    # sums in its prompt order (shared/q4/panel.h); a token's decode rows and the head never are.
     if isinstance(w, BlockWeight):
-        y = q4_kernel.mm(x, w.data, w.kind, w.isa)
+        y = (q4_kernel.prompt_mm if prompt else q4_kernel.mm)(x, w.data, w.kind, w.isa)
         return y if bias is None else y + bias
     if not w.data.is_mkldnn:
         return F.linear(x, w.data, bias)

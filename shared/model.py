@@ -110,7 +110,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq: Seq, li: int,
 def layer_forward(x: torch.Tensor, layer: Layer, li: int, spec: ModelSpec, cos, sin, seqs: list[Seq]) -> torch.Tensor:
     # x: [N, D], N = sum of the sequences' new tokens
     n_tok, hd = x.shape[0], spec.head_dim
-    qkv = linear(rms_norm(x, layer.ln1, spec.eps), layer.wqkv, layer.bqkv)  # [N, (H + 2 Hkv) hd]
+    # On the GGUF's blocks only prompts' rows come here (run_layers), in the kernel's prompt order.
+    qkv = linear(rms_norm(x, layer.ln1, spec.eps), layer.wqkv, layer.bqkv, prompt=True)  # [N, (H + 2 Hkv) hd]
     q, k, v = qkv.split([spec.heads * hd, spec.kv_heads * hd, spec.kv_heads * hd], dim=-1)
     q = apply_rope(q.view(n_tok, spec.heads, hd), cos, sin)
     k = apply_rope(k.view(n_tok, spec.kv_heads, hd), cos, sin)
@@ -121,9 +122,9 @@ def layer_forward(x: torch.Tensor, layer: Layer, li: int, spec: ModelSpec, cos, 
         end = start + seq.n
         attn[start:end] = attend(q[start:end], k[start:end], v[start:end], seq, li, hd**-0.5)
         start = end
-    x = x + linear(attn, layer.wo)
-    gate, up = linear(rms_norm(x, layer.ln2, spec.eps), layer.wgu).split(spec.intermediate, dim=-1)  # [N, F] each
-    return x + linear(F.silu(gate) * up, layer.wdown)
+    x = x + linear(attn, layer.wo, prompt=True)
+    gate, up = linear(rms_norm(x, layer.ln2, spec.eps), layer.wgu, prompt=True).split(spec.intermediate, dim=-1)  # [N, F] each
+    return x + linear(F.silu(gate) * up, layer.wdown, prompt=True)
 
 
 def check_segments(seqs: list[Seq]) -> None:

@@ -11,6 +11,8 @@ from tests.conftest import CPU
 SHAPES = [(960, 576, "q4_1"), (576, 576, "q4_1"), (3072, 576, "q4_1"), (576, 1536, "q4_1"), (49152, 576, "q8_0")]
 PATH = kernel.isa_for(CPU.flags)  # the path a node on this CPU takes (TWINTEE_CPU_ISA's cap included)
 RUNNABLE = [isa for isa in ("avx512", "avx2", "baseline") if kernel.ISA_NEEDS[isa] <= CPU.flags]
+# The two summation orders: a token's decode rows (lanes.h) and a prompt's rows (panel.h).
+ORDERS = {"token": kernel.mm, "prompt": kernel.prompt_mm}
 
 
 def random_blocks(m: int, k: int, kind: str, seed: int = 0, order_revealing: bool = False) -> torch.Tensor:
@@ -39,43 +41,48 @@ def rows(n: int, k: int, seed: int = 1, order_revealing: bool = False) -> torch.
     return x
 
 
+@pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("kind", ["q4_1", "q8_0"])
 @pytest.mark.parametrize("isa", RUNNABLE)
-def test_equals_a_float64_matmul_of_the_dequantized_weights(kind, isa):
+def test_equals_a_float64_matmul_of_the_dequantized_weights(kind, isa, order):
     w, x = random_blocks(200, 576, kind), rows(9, 576)
     ref = x.double() @ dequantize(w, kind).double().T  # [9, 200]
-    out = kernel.mm(x, w, kind, isa)
+    out = ORDERS[order](x, w, kind, isa)
     assert out.shape == (9, 200) and out.dtype == torch.float32
     torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-5 * ref.abs().max().item())
 
 
+@pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("m,k,kind", SHAPES, ids=["qkv", "o", "gate_up", "down", "head"])
-def test_a_row_is_the_same_alone_or_in_any_batch(m, k, kind):
+def test_a_row_is_the_same_alone_or_in_any_batch(m, k, kind, order):
     # What keeps a stream's tokens identical alone or batched, on the path this CPU takes.
+    mm = ORDERS[order]
     w, x = random_blocks(m, k, kind, order_revealing=True), rows(100, k, order_revealing=True)
-    alone = torch.cat([kernel.mm(x[i : i + 1], w, kind, PATH) for i in (97, 98, 99)])  # [3, m]
+    alone = torch.cat([mm(x[i : i + 1], w, kind, PATH) for i in (97, 98, 99)])  # [3, m]
     for n in list(range(2, 17)) + [31, 33, 64, 65, 100]:
-        got = kernel.mm(x[-n:], w, kind, PATH)[-min(n, 3):]  # the three rows ride last, behind n - 3 others
+        got = mm(x[-n:], w, kind, PATH)[-min(n, 3):]  # the three rows ride last, behind n - 3 others
         assert torch.equal(got, alone[-min(n, 3):]), n
 
 
-def test_every_path_this_cpu_runs_gives_the_same_bits():
-    # One summation order (lanes.h) on AVX-512, AVX2 and the scalar path: a capped node computes what
-    # an uncapped one does.
+@pytest.mark.parametrize("order", ORDERS)
+def test_every_path_this_cpu_runs_gives_the_same_bits(order):
+    # Each order is one summation order on AVX-512, AVX2 and the scalar path: a capped node computes
+    # what an uncapped one does.
     for kind in ("q4_1", "q8_0"):
-        w, x = random_blocks(96, 1536, kind, order_revealing=True), rows(11, 1536, order_revealing=True)
-        outs = [kernel.mm(x, w, kind, isa) for isa in RUNNABLE]
+        w, x = random_blocks(100, 1536, kind, order_revealing=True), rows(37, 1536, order_revealing=True)
+        outs = [ORDERS[order](x, w, kind, isa) for isa in RUNNABLE]
         assert all(torch.equal(o, outs[0]) for o in outs[1:]), (kind, RUNNABLE)
 
 
-def test_the_thread_count_never_changes_a_result():
-    w, x = random_blocks(3072, 576, "q4_1", order_revealing=True), rows(8, 576, order_revealing=True)
+@pytest.mark.parametrize("order", ORDERS)
+def test_the_thread_count_never_changes_a_result(order):
+    w, x = random_blocks(3072, 576, "q4_1", order_revealing=True), rows(40, 576, order_revealing=True)
     before = torch.get_num_threads()
     try:
         outs = []
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
-            outs.append(kernel.mm(x, w, "q4_1", PATH))
+            outs.append(ORDERS[order](x, w, "q4_1", PATH))
     finally:
         torch.set_num_threads(before)
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
@@ -104,6 +111,7 @@ def test_the_path_follows_the_cpu_flags_and_the_cap():
         assert PATH == "avx2"
 
 
-def test_malformed_blocks_are_refused():
+@pytest.mark.parametrize("order", ORDERS)
+def test_malformed_blocks_are_refused(order):
     with pytest.raises(RuntimeError, match="row bytes"):
-        kernel.mm(rows(1, 576), random_blocks(8, 512, "q4_1"), "q4_1", PATH)
+        ORDERS[order](rows(1, 576), random_blocks(8, 512, "q4_1"), "q4_1", PATH)

@@ -1,5 +1,5 @@
-// torch.ops.twintee_q4.mm(x, w, kind, isa): float32 activations [N, K] times GGUF blocks [M, K/32 * bytes]
-// -> [N, M]. Threads split the output columns (at::parallel_for over torch.get_num_threads()), never a
+// torch.ops.twintee_q4.mm(x, w, kind, isa) (a token's rows) and prompt_mm (a prompt's rows, panel.h): float32
+// activations [N, K] times GGUF blocks [M, K/32 * bytes] -> [N, M]. Threads split the output columns (at::parallel_for over torch.get_num_threads()), never a
 // sum, so the thread count cannot change a result either. at::parallel_for's OpenMP code is inline: this
 // unit must be compiled with -fopenmp (build.py), or every call runs on the calling thread alone.
 #include <algorithm>
@@ -12,6 +12,7 @@
 
 #include "decode.h"
 #include "lanes.h"
+#include "panel.h"
 
 namespace {
 
@@ -36,18 +37,49 @@ Columns columns_for(int64_t isa) {
   return isa == ISA_AVX512 ? q4::columns_avx512 : isa == ISA_AVX2 ? q4::columns_avx2 : q4::columns_scalar;
 }
 
-at::Tensor mm(const at::Tensor& x, const at::Tensor& w, int64_t kind, int64_t isa) {
-  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "twintee_q4.mm runs on the CPU");
+using Panels = void (*)(const q4::Prompt&, int64_t, int64_t);
+
+Panels panels_for(int64_t isa) {
+  TORCH_CHECK(isa >= ISA_SCALAR && isa <= ISA_AVX512, "isa must be 0 (baseline), 1 (avx2) or 2 (avx512)");
+  return isa == ISA_AVX512 ? q4::panels_avx512 : isa == ISA_AVX2 ? q4::panels_avx2 : q4::panels_scalar;
+}
+
+q4::Problem problem(const at::Tensor& x, const at::Tensor& w, int64_t kind, at::Tensor& y) {
+  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "twintee_q4 runs on the CPU");
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2 && x.is_contiguous(), "x must be contiguous float32 [N, K]");
   TORCH_CHECK(w.scalar_type() == at::kByte && w.dim() == 2 && w.is_contiguous(), "w must be contiguous uint8 [M, bytes]");
   TORCH_CHECK(kind == q4::KIND_Q4_1 || kind == q4::KIND_Q8_0, "kind must be 0 (q4_1) or 1 (q8_0)");
   const int64_t k = x.size(1), bb = kind == q4::KIND_Q4_1 ? q4::Q4_1_BYTES : q4::Q8_0_BYTES;
   TORCH_CHECK(k % q4::BLOCK == 0 && w.size(1) == k / q4::BLOCK * bb, "w's row bytes do not fit K = ", k);
-  at::Tensor y = at::empty({x.size(0), w.size(0)}, x.options());
-  const q4::Problem p{x.data_ptr<float>(), w.data_ptr<uint8_t>(), y.data_ptr<float>(), x.size(0), k, w.size(0),
-                      static_cast<int>(kind)};
+  y = at::empty({x.size(0), w.size(0)}, x.options());
+  return {x.data_ptr<float>(), w.data_ptr<uint8_t>(), y.data_ptr<float>(), x.size(0), k, w.size(0), static_cast<int>(kind)};
+}
+
+// A token's rows, in lanes.h's order.
+at::Tensor mm(const at::Tensor& x, const at::Tensor& w, int64_t kind, int64_t isa) {
+  at::Tensor y;
+  const q4::Problem p = problem(x, w, kind, y);
   auto run = columns_for(isa);
   if (p.n > 0) at::parallel_for(0, p.m, grain_columns(p.n, w.size(1)), [&](int64_t m0, int64_t m1) { run(p, m0, m1); });
+  return y;
+}
+
+// A prompt's rows, in panel.h's order; threads take whole panels (the per-ISA panel width, 48 columns).
+constexpr int64_t PROMPT_PANEL = 48;
+at::Tensor prompt_mm(const at::Tensor& x, const at::Tensor& w, int64_t kind, int64_t isa) {
+  at::Tensor y;
+  const q4::Problem p = problem(x, w, kind, y);
+  auto run = panels_for(isa);
+  if (p.n == 0) return y;
+  // The rows, transposed once for every panel: xt[s, k, i] = x[16 s + i, k], zero rows padding the last slice.
+  const int64_t slices = (p.n + q4::SLICE - 1) / q4::SLICE;
+  at::Tensor xt = at::zeros({slices * q4::SLICE, p.k}, x.options());
+  xt.narrow(0, 0, p.n).copy_(x);
+  xt = xt.view({slices, q4::SLICE, p.k}).transpose(1, 2).contiguous();
+  const q4::Prompt q{p, xt.data_ptr<float>()};
+  const int64_t n_panels = (p.m + PROMPT_PANEL - 1) / PROMPT_PANEL;
+  const int64_t grain = (grain_columns(p.n, w.size(1)) + PROMPT_PANEL - 1) / PROMPT_PANEL;
+  at::parallel_for(0, n_panels, grain, [&](int64_t b, int64_t e) { run(q, b * PROMPT_PANEL, std::min(e * PROMPT_PANEL, p.m)); });
   return y;
 }
 
@@ -127,6 +159,7 @@ at::Tensor decode_layers(const at::Tensor& x, at::TensorList ln1, at::TensorList
 
 TORCH_LIBRARY(twintee_q4, m) {
   m.def("mm(Tensor x, Tensor w, int kind, int isa) -> Tensor", &mm);
+  m.def("prompt_mm(Tensor x, Tensor w, int kind, int isa) -> Tensor", &prompt_mm);
   m.def("decode_layers(Tensor x, Tensor[] ln1, Tensor[] wqkv, Tensor[] bqkv, Tensor[] wo, Tensor[] ln2, Tensor[] wgu, "
         "Tensor[] wdown, Tensor[] k_caches, Tensor[] v_caches, int[] positions, Tensor cos, Tensor sin, int heads, "
         "int kv_heads, int ffn, float eps, int isa) -> Tensor", &decode_layers);

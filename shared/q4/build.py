@@ -11,7 +11,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LIBRARY = HERE / "build" / "twintee_q4.so"
-HEADERS = [HERE / "lanes.h", HERE / "decode.h"]
+HEADERS = [HERE / "lanes.h", HERE / "decode.h", HERE / "panel.h"]
 UNITS = {  # source -> its own flags
     # gcc 12's own AVX-512 headers trip -Wuninitialized (_mm512_undefined_*): not ours to fix.
     "kernel_avx512.cpp": ["-mavx512f", "-mfma", "-mf16c", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],

@@ -42,6 +42,12 @@ def mm(x: torch.Tensor, blocks: torch.Tensor, kind: str, isa: str) -> torch.Tens
     return torch.ops.twintee_q4.mm(x.contiguous(), blocks, KIND_CODES[kind], ISA_CODES[isa])
 
 
+def prompt_mm(x: torch.Tensor, blocks: torch.Tensor, kind: str, isa: str) -> torch.Tensor:
+    """As `mm`, in the prompt order (panel.h): for the rows of a prompt, never a token's decode row."""
+    load()
+    return torch.ops.twintee_q4.prompt_mm(x.contiguous(), blocks, KIND_CODES[kind], ISA_CODES[isa])
+
+
 def decode_layers(x: torch.Tensor, weights: dict[str, list[torch.Tensor]], caches: list[tuple[torch.Tensor, torch.Tensor]],
                   positions: list[int], rope: tuple[torch.Tensor, torch.Tensor], shape: tuple[int, int, int],
                   eps: float, isa: str) -> torch.Tensor:

@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include "lanes.h"
+#include "panel.h"
 
 namespace q4 {
 namespace {
@@ -10,6 +11,8 @@ struct V {
   __m256 a, b;  // lanes 0-7, lanes 8-15
   static V zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
   static V load(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+  static V broadcast(float f) { return {_mm256_set1_ps(f), _mm256_set1_ps(f)}; }
+  static void store(float* p, V x) { _mm256_storeu_ps(p, x.a); _mm256_storeu_ps(p + 8, x.b); }
   static V fma(V x, V y, V c) { return {_mm256_fmadd_ps(x.a, y.a, c.a), _mm256_fmadd_ps(x.b, y.b, c.b)}; }
   static float half(const uint8_t* p) { return _cvtsh_ss(*reinterpret_cast<const uint16_t*>(p)); }
   static __m256 floats(__m128i eight_bytes_low, bool is_signed) {
@@ -48,5 +51,8 @@ struct V {
 void columns_avx2(const Problem& p, int64_t m0, int64_t m1) {
   if (p.n < FEW_ROWS) columns<V, 1, 4>(p, m0, m1); else columns<V, 4, 1>(p, m0, m1);
 }
+
+// Prompt rows: 1 slice (16 rows) x 4 columns (8 accumulator halves, 2 of x, 1 broadcast w in 16 ymm).
+void panels_avx2(const Prompt& q, int64_t m0, int64_t m1) { panels<V, 1, 4, 48>(q, m0, m1); }
 
 }  // namespace q4

@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include "lanes.h"
+#include "panel.h"
 
 namespace q4 {
 namespace {
@@ -10,6 +11,8 @@ struct V {
   __m512 v;
   static V zero() { return {_mm512_setzero_ps()}; }
   static V load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  static V broadcast(float f) { return {_mm512_set1_ps(f)}; }
+  static void store(float* p, V a) { _mm512_storeu_ps(p, a.v); }
   static V fma(V a, V b, V c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
   static float half(const uint8_t* p) { return _cvtsh_ss(*reinterpret_cast<const uint16_t*>(p)); }
   static void q4_1(const uint8_t* blk, V& lo, V& hi) {
@@ -42,5 +45,8 @@ struct V {
 void columns_avx512(const Problem& p, int64_t m0, int64_t m1) {
   if (p.n < FEW_ROWS) columns<V, 1, 8>(p, m0, m1); else columns<V, 8, 2>(p, m0, m1);
 }
+
+// Prompt rows: 2 slices (32 rows) x 12 columns (24 accumulators, 2 of x, 1 broadcast w in 32 zmm).
+void panels_avx512(const Prompt& q, int64_t m0, int64_t m1) { panels<V, 2, 12, 48>(q, m0, m1); }
 
 }  // namespace q4

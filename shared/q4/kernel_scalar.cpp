@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "lanes.h"
+#include "panel.h"
 
 namespace q4 {
 namespace {
@@ -22,6 +23,8 @@ struct V {
   float l[16];
   static V zero() { return V{}; }
   static V load(const float* p) { V v; std::memcpy(v.l, p, sizeof v.l); return v; }
+  static V broadcast(float f) { V v; for (float& l : v.l) l = f; return v; }
+  static void store(float* p, const V& v) { std::memcpy(p, v.l, sizeof v.l); }
   static V fma(const V& a, const V& b, const V& c) {
     V o;
     for (int j = 0; j < 16; ++j) o.l[j] = std::fma(a.l[j], b.l[j], c.l[j]);
@@ -53,5 +56,6 @@ struct V {
 }  // namespace
 
 void columns_scalar(const Problem& p, int64_t m0, int64_t m1) { columns<V, 1, 1>(p, m0, m1); }
+void panels_scalar(const Prompt& q, int64_t m0, int64_t m1) { panels<V, 1, 1, 48>(q, m0, m1); }
 
 }  // namespace q4
