@@ -73,10 +73,14 @@ at::Tensor prompt_mm(const at::Tensor& x, const at::Tensor& w, int64_t kind, int
   if (p.n == 0) return y;
   // The rows, transposed once for every panel: xt[s, k, i] = x[16 s + i, k], zero rows padding the last slice.
   const int64_t slices = (p.n + q4::SLICE - 1) / q4::SLICE;
-  at::Tensor xt = at::zeros({slices * q4::SLICE, p.k}, x.options());
-  xt.narrow(0, 0, p.n).copy_(x);
-  xt = xt.view({slices, q4::SLICE, p.k}).transpose(1, 2).contiguous();
-  const q4::Prompt q{p, xt.data_ptr<float>()};
+  at::Tensor xt = at::empty({slices, p.k, q4::SLICE}, x.options());
+  float* t = xt.data_ptr<float>();
+  for (int64_t r = 0; r < slices * q4::SLICE; ++r) {  // one pass in x's order: ~0.1 ms for 428 x 576
+    const float* row = r < p.n ? p.x + r * p.k : nullptr;
+    float* out = t + (r / q4::SLICE) * p.k * q4::SLICE + r % q4::SLICE;
+    for (int64_t k = 0; k < p.k; ++k) out[k * q4::SLICE] = row ? row[k] : 0.0f;
+  }
+  const q4::Prompt q{p, t};
   const int64_t n_panels = (p.m + PROMPT_PANEL - 1) / PROMPT_PANEL;
   const int64_t grain = (grain_columns(p.n, w.size(1)) + PROMPT_PANEL - 1) / PROMPT_PANEL;
   at::parallel_for(0, n_panels, grain, [&](int64_t b, int64_t e) { run(q, b * PROMPT_PANEL, std::min(e * PROMPT_PANEL, p.m)); });
