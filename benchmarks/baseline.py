@@ -1,7 +1,15 @@
 """The unsplit baseline: transformers' own generate(), greedy, on the whole model in this process."""
+import copy
 import time
 
 import torch
+
+
+def in_dtype(model, dtype: torch.dtype):
+    """The model in `dtype` for one section's baseline, leaving the shared float32 model as it was:
+    `model.to(torch.bfloat16)` in place and back would leave every later section (q4_1's float32
+    baseline) running weights rounded to bfloat16, whose tokens are not float32's."""
+    return model if model.dtype == dtype else copy.deepcopy(model).to(dtype)
 
 
 class Baseline:

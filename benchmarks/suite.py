@@ -7,7 +7,7 @@ import requests
 
 from shared.config import DTYPES
 
-from benchmarks.baseline import Baseline
+from benchmarks.baseline import Baseline, in_dtype
 from benchmarks.latency import decode, ttft
 from benchmarks.lean_profile import lean_profile
 from benchmarks.memory import memory
@@ -20,8 +20,7 @@ def run_dtype(loaded, data_dir: Path, split: int, dtype_name: str, plan, node_th
     """Baseline and split measurements alternate, so background load drifts into both alike."""
     model, tokenizer, _ = loaded
     dtype = DTYPES[dtype_name]
-    model.to(dtype)  # the baseline runs in the nodes' dtype
-    base = Baseline(model, tokenizer)
+    base = Baseline(in_dtype(model, dtype), tokenizer)  # the baseline runs in the nodes' dtype
     out = {"dtype": dtype_name, "plan": asdict(plan), "measured_at": time.strftime("%Y-%m-%d %H:%M")}
     monitor = Monitor().start()
     with running_stack(data_dir, log_dir / dtype_name, dtype_name, node_threads) as stack:
