@@ -8,6 +8,7 @@
 // the tile it falls in, the columns beside it or the thread that computes it: batch invariance by
 // construction, and the same bits on AVX-512, AVX2 and the scalar path.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -31,6 +32,9 @@ inline void dequant(const uint8_t* blk, V& lo, V& hi) {
   if (KIND == KIND_Q4_1) V::q4_1(blk, lo, hi); else V::q8_0(blk, lo, hi);
 }
 
+// How far ahead a tile prefetches: at least two tiles and 4 KB (a narrow 4x1 AVX2 tile spans 360 bytes).
+constexpr int64_t AHEAD_TILES = 2, AHEAD_BYTES = 4096;
+
 // R rows x C columns, all blocks: the weights of a block are dequantized once for the R rows.
 template <class V, int KIND, int R, int C>
 inline void tile(const Problem& p, int64_t r0, int64_t c0) {
@@ -39,7 +43,15 @@ inline void tile(const Problem& p, int64_t r0, int64_t c0) {
   V acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = V::zero();
+  // The weights a few tiles on, a share of their cache lines each block: a decode step streams every
+  // weight from memory once, and the hardware prefetcher alone kept it at about half the read rate
+  // (SmolLM2's decode step at one row, two threads, 11.6 -> 9.1 ms).
+  const int64_t tile_bytes = C * row_bytes;
+  const int64_t ahead_col = c0 + C * std::max(AHEAD_TILES, (AHEAD_BYTES + tile_bytes - 1) / tile_bytes);
+  const uint8_t* ahead = p.w + ahead_col * row_bytes;
+  const int64_t ahead_bytes = ahead_col + C <= p.m ? tile_bytes : 0, per_block = (ahead_bytes / nb + 63) / 64 * 64;
   for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t off = b * per_block; off < (b + 1) * per_block && off < ahead_bytes; off += 64) __builtin_prefetch(ahead + off);
     V w[C][2];
     for (int c = 0; c < C; ++c) dequant<V, KIND>(p.w + (c0 + c) * row_bytes + b * BB, w[c][0], w[c][1]);
     for (int r = 0; r < R; ++r) {
