@@ -19,13 +19,18 @@ struct V {
     return _mm256_cvtepi32_ps(is_signed ? _mm256_cvtepi8_epi32(eight_bytes_low) : _mm256_cvtepu8_epi32(eight_bytes_low));
   }
   static void q4_1(const uint8_t* blk, V& lo, V& hi) {
-    const __m256 d = _mm256_set1_ps(half(blk)), m = _mm256_set1_ps(half(blk + 2));
-    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4)), mask = _mm_set1_epi8(0x0F);
-    const __m128i l = _mm_and_si128(qs, mask), h = _mm_and_si128(_mm_srli_epi16(qs, 4), mask);
-    lo.a = _mm256_fmadd_ps(floats(l, false), d, m);
-    lo.b = _mm256_fmadd_ps(floats(_mm_unpackhi_epi64(l, l), false), d, m);
-    hi.a = _mm256_fmadd_ps(floats(h, false), d, m);
-    hi.b = _mm256_fmadd_ps(floats(_mm_unpackhi_epi64(h, h), false), d, m);
+    // d and m in one broadcast load: lanes [d, m, d, m, ...], then each duplicated across the vector.
+    const __m256 dm = _mm256_cvtph_ps(_mm_set1_epi32(*reinterpret_cast<const int32_t*>(blk)));
+    const __m256 d = _mm256_moveldup_ps(dm), m = _mm256_movehdup_ps(dm);
+    // Bytes 0-7 and 8-15 widened once each; byte j holds weight j (low nibble) and j + 16 (high nibble).
+    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4));
+    const __m256i qa = _mm256_cvtepu8_epi32(qs), qb = _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(qs, qs));
+    const __m256i mask = _mm256_set1_epi32(0x0F);
+    auto w = [&](__m256i q) { return _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), d, m); };  // d*q exact: one rounding
+    lo.a = w(_mm256_and_si256(qa, mask));
+    lo.b = w(_mm256_and_si256(qb, mask));
+    hi.a = w(_mm256_srli_epi32(qa, 4));
+    hi.b = w(_mm256_srli_epi32(qb, 4));
   }
   static void q8_0(const uint8_t* blk, V& lo, V& hi) {
     const __m256 d = _mm256_set1_ps(half(blk));

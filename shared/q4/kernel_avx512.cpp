@@ -16,11 +16,14 @@ struct V {
   static V fma(V a, V b, V c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
   static float half(const uint8_t* p) { return _cvtsh_ss(*reinterpret_cast<const uint16_t*>(p)); }
   static void q4_1(const uint8_t* blk, V& lo, V& hi) {
-    const __m512 d = _mm512_set1_ps(half(blk)), m = _mm512_set1_ps(half(blk + 2));
-    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4)), mask = _mm_set1_epi8(0x0F);
-    const __m128i l = _mm_and_si128(qs, mask), h = _mm_and_si128(_mm_srli_epi16(qs, 4), mask);
-    lo.v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(l)), d, m);  // d*q exact: one rounding, as d*q+m
-    hi.v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(h)), d, m);
+    // d and m in one broadcast load: lanes [d, m, d, m, ...], then each duplicated across the vector.
+    const __m512 dm = _mm512_cvtph_ps(_mm256_set1_epi32(*reinterpret_cast<const int32_t*>(blk)));
+    const __m512 d = _mm512_moveldup_ps(dm), m = _mm512_movehdup_ps(dm);
+    // All 16 bytes widened once; byte j holds weight j (low nibble) and weight j + 16 (high nibble).
+    const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4)));
+    const __m512i mask = _mm512_set1_epi32(0x0F);
+    lo.v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(q, mask)), d, m);  // d*q exact: one rounding, as d*q+m
+    hi.v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4)), d, m);
   }
   static void q8_0(const uint8_t* blk, V& lo, V& hi) {
     const __m512 d = _mm512_set1_ps(half(blk));
