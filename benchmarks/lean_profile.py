@@ -21,8 +21,8 @@ from shared.weights import build_part, shard_keys
 # The projections run as oneDNN linears (shared.linear), or with TWINTEE_DTYPE=q4_1 as the q4 kernel's
 # ops (a decode step's layers are one twintee_q4::decode_layers call, mostly its projections, counted
 # whole); bmm is a new token's attention.
-MATMUL_OPS = {"mkldnn::_linear_pointwise", "twintee_q4::mm", "twintee_q4::prompt_mm", "twintee_q4::decode_layers", "aten::mm", "aten::addmm", "aten::bmm", "aten::matmul",
-              "aten::linear"}
+MATMUL_OPS = {"mkldnn::_linear_pointwise", "twintee_q4::mm", "twintee_q4::prompt_mm", "twintee_q4::decode_layers",
+              "aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"}
 CONTEXT = 64  # cached positions behind each decode step: a short chat turn
 
 

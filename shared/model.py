@@ -5,6 +5,7 @@ every projection is one call; all sequences of a step share those matmuls and on
 per sequence, against that sequence's preallocated cache.
 """
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import groupby
 
 import torch
@@ -47,6 +48,15 @@ class Part:
     def weight_bytes(self) -> int:
         tensors = [self.embed, self.norm, self.head] + [t for l in self.layers for t in vars(l).values()]
         return sum(t.nbytes for t in tensors if t is not None)
+
+    @cached_property
+    def block_lists(self) -> dict[str, list[torch.Tensor]]:
+        """The q4 decode call's weights, one list a kind, one tensor a layer (`decode_blocks`): gathered
+        once, not on every step."""
+        out = {name: [getattr(l, name) for l in self.layers] for name in ("ln1", "ln2")}
+        out |= {name: [getattr(l, name).data for l in self.layers] for name in ("wqkv", "wo", "wgu", "wdown")}
+        out["bqkv"] = [l.bqkv for l in self.layers] if self.layers[0].bqkv is not None else []
+        return out
 
 
 @dataclass
@@ -193,13 +203,10 @@ def fused_decode(part: Part) -> bool:
 def decode_blocks(part: Part, x: torch.Tensor, seqs: list[Seq]) -> torch.Tensor:
     """x: [N, D], one new token a sequence -> [N, D] after every layer, in one call of the q4 kernel
     library (shared/q4/decode.cpp): at one row, the ~30 torch ops a layer cost more than its weights."""
-    layers, spec = part.layers, part.spec
-    weights = {name: [getattr(l, name) for l in layers] for name in ("ln1", "ln2")}
-    weights |= {name: [getattr(l, name).data for l in layers] for name in ("wqkv", "wo", "wgu", "wdown")}
-    weights["bqkv"] = [l.bqkv for l in layers] if layers[0].bqkv is not None else []
-    return q4_kernel.decode_layers(x, weights, [(s.cache.k, s.cache.v) for s in seqs], [s.pos for s in seqs],
+    spec = part.spec
+    return q4_kernel.decode_layers(x, part.block_lists, [(s.cache.k, s.cache.v) for s in seqs], [s.pos for s in seqs],
                                    (part.cos, part.sin), (spec.heads, spec.kv_heads, spec.intermediate), spec.eps,
-                                   layers[0].wqkv.isa)
+                                   part.layers[0].wqkv.isa)
 
 
 @torch.inference_mode()

@@ -30,26 +30,22 @@ int64_t grain_columns(int64_t n, int64_t row_bytes) {
   return std::max(GRAIN_COLUMNS, (MIN_SPLIT_WORK + per_column - 1) / per_column);
 }
 
-using Columns = void (*)(const q4::Problem&, int64_t, int64_t);
-
-Columns columns_for(int64_t isa) {
+// The ISA's function of a kind: `by_isa(isa, q4::columns_avx512, q4::columns_avx2, q4::columns_scalar)`.
+template <class F>
+F by_isa(int64_t isa, F avx512, F avx2, F scalar) {
   TORCH_CHECK(isa >= ISA_SCALAR && isa <= ISA_AVX512, "isa must be 0 (baseline), 1 (avx2) or 2 (avx512)");
-  return isa == ISA_AVX512 ? q4::columns_avx512 : isa == ISA_AVX2 ? q4::columns_avx2 : q4::columns_scalar;
+  return isa == ISA_AVX512 ? avx512 : isa == ISA_AVX2 ? avx2 : scalar;
 }
 
-using Panels = void (*)(const q4::Prompt&, int64_t, int64_t);
-
-Panels panels_for(int64_t isa) {
-  TORCH_CHECK(isa >= ISA_SCALAR && isa <= ISA_AVX512, "isa must be 0 (baseline), 1 (avx2) or 2 (avx512)");
-  return isa == ISA_AVX512 ? q4::panels_avx512 : isa == ISA_AVX2 ? q4::panels_avx2 : q4::panels_scalar;
-}
+q4::Columns columns_for(int64_t isa) { return by_isa(isa, q4::columns_avx512, q4::columns_avx2, q4::columns_scalar); }
+q4::Panels panels_for(int64_t isa) { return by_isa(isa, q4::panels_avx512, q4::panels_avx2, q4::panels_scalar); }
 
 q4::Problem problem(const at::Tensor& x, const at::Tensor& w, int64_t kind, at::Tensor& y) {
   TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "twintee_q4 runs on the CPU");
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2 && x.is_contiguous(), "x must be contiguous float32 [N, K]");
   TORCH_CHECK(w.scalar_type() == at::kByte && w.dim() == 2 && w.is_contiguous(), "w must be contiguous uint8 [M, bytes]");
   TORCH_CHECK(kind == q4::KIND_Q4_1 || kind == q4::KIND_Q8_0, "kind must be 0 (q4_1) or 1 (q8_0)");
-  const int64_t k = x.size(1), bb = kind == q4::KIND_Q4_1 ? q4::Q4_1_BYTES : q4::Q8_0_BYTES;
+  const int64_t k = x.size(1), bb = q4::block_bytes(static_cast<int>(kind));
   TORCH_CHECK(k % q4::BLOCK == 0 && w.size(1) == k / q4::BLOCK * bb, "w's row bytes do not fit K = ", k);
   y = at::empty({x.size(0), w.size(0)}, x.options());
   return {x.data_ptr<float>(), w.data_ptr<uint8_t>(), y.data_ptr<float>(), x.size(0), k, w.size(0), static_cast<int>(kind)};
@@ -64,8 +60,7 @@ at::Tensor mm(const at::Tensor& x, const at::Tensor& w, int64_t kind, int64_t is
   return y;
 }
 
-// A prompt's rows, in panel.h's order; threads take whole panels (the per-ISA panel width, 48 columns).
-constexpr int64_t PROMPT_PANEL = 48;
+// A prompt's rows, in panel.h's order; threads take whole panels.
 at::Tensor prompt_mm(const at::Tensor& x, const at::Tensor& w, int64_t kind, int64_t isa) {
   at::Tensor y;
   const q4::Problem p = problem(x, w, kind, y);
@@ -81,9 +76,9 @@ at::Tensor prompt_mm(const at::Tensor& x, const at::Tensor& w, int64_t kind, int
     for (int64_t k = 0; k < p.k; ++k) out[k * q4::SLICE] = row ? row[k] : 0.0f;
   }
   const q4::Prompt q{p, t};
-  const int64_t n_panels = (p.m + PROMPT_PANEL - 1) / PROMPT_PANEL;
-  const int64_t grain = (grain_columns(p.n, w.size(1)) + PROMPT_PANEL - 1) / PROMPT_PANEL;
-  at::parallel_for(0, n_panels, grain, [&](int64_t b, int64_t e) { run(q, b * PROMPT_PANEL, std::min(e * PROMPT_PANEL, p.m)); });
+  const int64_t n_panels = (p.m + q4::PANEL_COLUMNS - 1) / q4::PANEL_COLUMNS;
+  const int64_t grain = (grain_columns(p.n, w.size(1)) + q4::PANEL_COLUMNS - 1) / q4::PANEL_COLUMNS;
+  at::parallel_for(0, n_panels, grain, [&](int64_t b, int64_t e) { run(q, b * q4::PANEL_COLUMNS, std::min(e * q4::PANEL_COLUMNS, p.m)); });
   return y;
 }
 
@@ -98,9 +93,10 @@ int64_t split_threads(int64_t n, int64_t m, int64_t row_bytes) {
 }
 
 void check_blocks(const at::Tensor& w, int64_t rows, int64_t k, const char* name) {
+  const int64_t row_bytes = k / q4::BLOCK * q4::block_bytes(q4::KIND_Q4_1);
   TORCH_CHECK(w.scalar_type() == at::kByte && w.is_contiguous() && w.dim() == 2 && w.size(0) == rows &&
-                  w.size(1) == k / q4::BLOCK * q4::Q4_1_BYTES,
-              name, " must be contiguous Q4_1 blocks [", rows, ", ", k / q4::BLOCK * q4::Q4_1_BYTES, "]");
+                  w.size(1) == row_bytes,
+              name, " must be contiguous Q4_1 blocks [", rows, ", ", row_bytes, "]");
 }
 
 void check_floats(const at::Tensor& t, int64_t numel, const char* name) {

@@ -40,7 +40,7 @@ struct Decode {
   const float* sin;
   int64_t d, heads, kv_heads, head_dim, ffn;
   float eps;
-  void (*columns)(const Problem&, int64_t, int64_t);  // the ISA's projection path
+  Columns columns;  // the ISA's projection path
   int threads;
 };
 

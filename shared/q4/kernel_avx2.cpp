@@ -58,6 +58,6 @@ void columns_avx2(const Problem& p, int64_t m0, int64_t m1) {
 }
 
 // Prompt rows: 1 slice (16 rows) x 4 columns (8 accumulator halves, 2 of x, 1 broadcast w in 16 ymm).
-void panels_avx2(const Prompt& q, int64_t m0, int64_t m1) { panels<V, 1, 4, 48>(q, m0, m1); }
+void panels_avx2(const Prompt& q, int64_t m0, int64_t m1) { panels<V, 1, 4>(q, m0, m1); }
 
 }  // namespace q4

@@ -50,6 +50,6 @@ void columns_avx512(const Problem& p, int64_t m0, int64_t m1) {
 }
 
 // Prompt rows: 2 slices (32 rows) x 12 columns (24 accumulators, 2 of x, 1 broadcast w in 32 zmm).
-void panels_avx512(const Prompt& q, int64_t m0, int64_t m1) { panels<V, 2, 12, 48>(q, m0, m1); }
+void panels_avx512(const Prompt& q, int64_t m0, int64_t m1) { panels<V, 2, 12>(q, m0, m1); }
 
 }  // namespace q4

@@ -56,6 +56,6 @@ struct V {
 }  // namespace
 
 void columns_scalar(const Problem& p, int64_t m0, int64_t m1) { columns<V, 1, 1>(p, m0, m1); }
-void panels_scalar(const Prompt& q, int64_t m0, int64_t m1) { panels<V, 1, 1, 48>(q, m0, m1); }
+void panels_scalar(const Prompt& q, int64_t m0, int64_t m1) { panels<V, 1, 1>(q, m0, m1); }
 
 }  // namespace q4

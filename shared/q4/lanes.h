@@ -19,6 +19,8 @@ constexpr int Q4_1_BYTES = 20;  // f16 d, f16 m, 16 bytes of nibbles
 constexpr int Q8_0_BYTES = 34;  // f16 d, 32 int8
 enum Kind { KIND_Q4_1 = 0, KIND_Q8_0 = 1 };
 
+constexpr int64_t block_bytes(int kind) { return kind == KIND_Q4_1 ? Q4_1_BYTES : Q8_0_BYTES; }
+
 struct Problem {
   const float* x;   // [n, k] row-major
   const uint8_t* w; // [m, k / 32 * block bytes]
@@ -38,7 +40,7 @@ constexpr int64_t AHEAD_TILES = 2, AHEAD_BYTES = 4096;
 // R rows x C columns, all blocks: the weights of a block are dequantized once for the R rows.
 template <class V, int KIND, int R, int C>
 inline void tile(const Problem& p, int64_t r0, int64_t c0) {
-  constexpr int64_t BB = KIND == KIND_Q4_1 ? Q4_1_BYTES : Q8_0_BYTES;
+  constexpr int64_t BB = block_bytes(KIND);
   const int64_t nb = p.k / BLOCK, row_bytes = nb * BB;
   V acc[R][C];
   for (int r = 0; r < R; ++r)
@@ -98,6 +100,7 @@ inline void columns(const Problem& p, int64_t m0, int64_t m1) {
 }
 
 // y[:, m0:m1) for every row: what one thread computes. Defined per ISA.
+using Columns = void (*)(const Problem& p, int64_t m0, int64_t m1);
 void columns_avx512(const Problem& p, int64_t m0, int64_t m1);
 void columns_avx2(const Problem& p, int64_t m0, int64_t m1);
 void columns_scalar(const Problem& p, int64_t m0, int64_t m1);

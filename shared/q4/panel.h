@@ -21,6 +21,7 @@
 namespace q4 {
 
 constexpr int64_t SLICE = 16;  // rows a vector holds
+constexpr int64_t PANEL_COLUMNS = 48;  // columns dequantized at once; threads take whole panels (binding.cpp)
 
 struct Prompt {
   const Problem& p;
@@ -30,7 +31,7 @@ struct Prompt {
 // wbuf[c * K + k] = w[c0 + c, k] for the panel's columns.
 template <class V, int KIND>
 inline void dequantize_panel(const Problem& p, int64_t c0, int64_t width, float* wbuf) {
-  constexpr int64_t BB = KIND == KIND_Q4_1 ? Q4_1_BYTES : Q8_0_BYTES;
+  constexpr int64_t BB = block_bytes(KIND);
   const int64_t nb = p.k / BLOCK, row_bytes = nb * BB;
   for (int64_t c = 0; c < width; ++c)
     for (int64_t b = 0; b < nb; ++b) {
@@ -81,12 +82,12 @@ inline void panel_columns(const Prompt& q, const float* wbuf, int64_t c0, int64_
   for (; s < slices; ++s) columns(std::integral_constant<int, 1>{}, s);
 }
 
-// y[:, m0:m1) for every row in the prompt order: what one thread computes, a panel of PANEL columns at a time.
-template <class V, int S, int C, int PANEL>
+// y[:, m0:m1) for every row in the prompt order: what one thread computes, a panel at a time.
+template <class V, int S, int C>
 inline void panels(const Prompt& q, int64_t m0, int64_t m1) {
-  std::vector<float> wbuf(PANEL * q.p.k);
-  for (int64_t c0 = m0; c0 < m1; c0 += PANEL) {
-    const int64_t width = m1 - c0 < PANEL ? m1 - c0 : PANEL;
+  std::vector<float> wbuf(PANEL_COLUMNS * q.p.k);
+  for (int64_t c0 = m0; c0 < m1; c0 += PANEL_COLUMNS) {
+    const int64_t width = m1 - c0 < PANEL_COLUMNS ? m1 - c0 : PANEL_COLUMNS;
     if (q.p.kind == KIND_Q4_1) dequantize_panel<V, KIND_Q4_1>(q.p, c0, width, wbuf.data());
     else dequantize_panel<V, KIND_Q8_0>(q.p, c0, width, wbuf.data());
     panel_columns<V, S, C>(q, wbuf.data(), c0, width);
@@ -94,6 +95,7 @@ inline void panels(const Prompt& q, int64_t m0, int64_t m1) {
 }
 
 // Defined per ISA beside columns_*.
+using Panels = void (*)(const Prompt& q, int64_t m0, int64_t m1);
 void panels_avx512(const Prompt& q, int64_t m0, int64_t m1);
 void panels_avx2(const Prompt& q, int64_t m0, int64_t m1);
 void panels_scalar(const Prompt& q, int64_t m0, int64_t m1);
