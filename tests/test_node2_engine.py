@@ -5,7 +5,7 @@ from safetensors.torch import load_file
 
 from node2.engine import Engine
 from node2 import engine as engine_module
-from node2.sampling import generator, sample, session_seed
+from node2.sampling import argmax, generator, sample, session_seed
 from shared.config import ModelSettings
 from shared.sampling import SamplingParams
 from shared.spec import ModelSpec
@@ -74,6 +74,16 @@ def test_sampling_greedy_seeded_and_top_p():
     assert len({sample(logits, s, 7, 5) for _ in range(5)}) == 1  # same seed and position, same draw
     tight = SamplingParams(temperature=1.0, top_p=0.01, seed=3)
     assert {sample(logits, tight, 3, pos) for pos in range(20)} == {1}
+
+
+@pytest.mark.parametrize("values", [[0.5, 2.0, 2.0, -1.0], [1.0, float("nan"), 3.0, float("nan")],
+                                    [float("-inf")] * 3, [float("inf"), 1.0, float("inf")]])
+def test_the_greedy_token_is_torchs_argmax_ties_and_nans_included(values):
+    logits = torch.tensor(values)
+    assert argmax(logits) == int(torch.argmax(logits))
+    wide = torch.randn(2, 49152)  # a row of a batch's [B, V] logits, as the engine passes it
+    wide[1, 7], wide[1, 40000] = 1e9, 1e9
+    assert argmax(wide[1]) == int(torch.argmax(wide[1])) == 7
 
 
 def test_a_seeded_draw_depends_on_seed_and_position_only():
