@@ -39,6 +39,10 @@ F by_isa(int64_t isa, F avx512, F avx2, F scalar) {
 
 q4::Columns columns_for(int64_t isa) { return by_isa(isa, q4::columns_avx512, q4::columns_avx2, q4::columns_scalar); }
 q4::Panels panels_for(int64_t isa) { return by_isa(isa, q4::panels_avx512, q4::panels_avx2, q4::panels_scalar); }
+using DecodeLayers = void (*)(const q4::Decode&);
+DecodeLayers decode_for(int64_t isa) {
+  return by_isa<DecodeLayers>(isa, q4::decode_layers_avx512, q4::decode_layers_avx2, q4::decode_layers_scalar);
+}
 
 q4::Problem problem(const at::Tensor& x, const at::Tensor& w, int64_t kind, at::Tensor& y) {
   TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "twintee_q4 runs on the CPU");
@@ -151,7 +155,7 @@ at::Tensor decode_layers(const at::Tensor& x, at::TensorList ln1, at::TensorList
   const q4::Decode step{y.data_ptr<float>(), n, layers.data(), n_layers, rows.data(), cos.data_ptr<float>(),
                         sin.data_ptr<float>(), d, heads, kv_heads, hd, ffn, static_cast<float>(eps), columns_for(isa),
                         at::get_num_threads()};
-  q4::decode_layers(step);
+  decode_for(isa)(step);
   return y;
 }
 

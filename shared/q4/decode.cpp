@@ -5,10 +5,16 @@
 // barrier sleeps under OMP_WAIT_POLICY=PASSIVE, as the nodes run (shared/cpu.py), and waking a
 // sleeper costs tens of microseconds: 105 of them a step would cost more than the split saves.
 //
-// Compiled without vector flags and with -ffp-contract=off (build.py): every sum below has a fixed
-// order (16 partial sums, then a fixed tree), every multiply-add two roundings, so a row's result is
-// the same on every CPU, thread count and batch.
+// Compiled once per ISA (build.py: -mavx512f, -mavx2, or neither) and always with -ffp-contract=off:
+// every sum below has a fixed order (16 partial sums, then a fixed tree), every multiply-add two
+// roundings, so a row's result is the same on every CPU, thread count and batch. The ISA's flags only
+// widen the vectors gcc already made of the lane loops (SSE's 4 floats -> 8 or 16): the attention's
+// dot products and weighted sums, the norms and rotary, at a long context a quarter of a step.
 #include "decode.h"
+
+#ifndef DECODE_LAYERS
+#error "build.py compiles this file once per ISA, naming the entry point (-DDECODE_LAYERS=decode_layers_avx512, ...)"
+#endif
 
 #include <omp.h>
 
@@ -215,7 +221,7 @@ class Step {
 
 }  // namespace
 
-void decode_layers(const Decode& s) {
+void DECODE_LAYERS(const Decode& s) {
   if (s.n == 0) return;
   Step step(s);
   if (s.threads <= 1) {

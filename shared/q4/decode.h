@@ -44,6 +44,9 @@ struct Decode {
   int threads;
 };
 
-void decode_layers(const Decode& step);
+// One build of decode.cpp per ISA (build.py), each for the CPUs with its vector extensions; the same bits.
+void decode_layers_avx512(const Decode& step);
+void decode_layers_avx2(const Decode& step);
+void decode_layers_scalar(const Decode& step);
 
 }  // namespace q4
