@@ -81,6 +81,9 @@ def test_sampling_greedy_seeded_and_top_p():
 def test_the_greedy_token_is_torchs_argmax_ties_and_nans_included(values):
     logits = torch.tensor(values)
     assert argmax(logits) == int(torch.argmax(logits))
+
+
+def test_the_greedy_token_of_a_batch_row_is_its_first_largest():
     wide = torch.randn(2, 49152)  # a row of a batch's [B, V] logits, as the engine passes it
     wide[1, 7], wide[1, 40000] = 1e9, 1e9
     assert argmax(wide[1]) == int(torch.argmax(wide[1])) == 7

@@ -39,9 +39,8 @@ F by_isa(int64_t isa, F avx512, F avx2, F scalar) {
 
 q4::Columns columns_for(int64_t isa) { return by_isa(isa, q4::columns_avx512, q4::columns_avx2, q4::columns_scalar); }
 q4::Panels panels_for(int64_t isa) { return by_isa(isa, q4::panels_avx512, q4::panels_avx2, q4::panels_scalar); }
-using DecodeLayers = void (*)(const q4::Decode&);
-DecodeLayers decode_for(int64_t isa) {
-  return by_isa<DecodeLayers>(isa, q4::decode_layers_avx512, q4::decode_layers_avx2, q4::decode_layers_scalar);
+q4::DecodeLayers decode_for(int64_t isa) {
+  return by_isa<q4::DecodeLayers>(isa, q4::decode_layers_avx512, q4::decode_layers_avx2, q4::decode_layers_scalar);
 }
 
 q4::Problem problem(const at::Tensor& x, const at::Tensor& w, int64_t kind, at::Tensor& y) {

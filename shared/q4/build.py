@@ -68,7 +68,7 @@ def build(force: bool = False) -> Path:
         flags = [*tcflags, *flags[1:]] if flags[:1] == ["TORCH"] else flags
         if force or _newer(obj, HERE / source):
             _run(["g++", *COMMON, *flags, "-c", str(HERE / source), "-o", str(obj)])
-        if any(f.startswith("-mavx") for f in flags):
+        if for_an_isa(flags):
             check_no_weak_symbols(obj)
         objects.append(str(obj))
     tmp = LIBRARY.with_suffix(".tmp.so")
@@ -76,6 +76,11 @@ def build(force: bool = False) -> Path:
     _run(["g++", "-shared", "-fopenmp", *objects, "-o", str(tmp), *tlflags])
     tmp.replace(LIBRARY)  # a running process keeps the library it mapped
     return LIBRARY
+
+
+def for_an_isa(flags: list[str]) -> bool:
+    """Whether a unit is compiled for vector extensions some CPUs lack (its code must stay its own)."""
+    return any(f.startswith("-mavx") for f in flags)
 
 
 def weak_symbols(obj: Path) -> set[str]:

@@ -45,6 +45,7 @@ struct Decode {
 };
 
 // One build of decode.cpp per ISA (build.py), each for the CPUs with its vector extensions; the same bits.
+using DecodeLayers = void (*)(const Decode& step);
 void decode_layers_avx512(const Decode& step);
 void decode_layers_avx2(const Decode& step);
 void decode_layers_scalar(const Decode& step);
