@@ -24,7 +24,7 @@ from benchmarks.report import cpu_kind
 from benchmarks.stack import start
 
 HERE = Path(__file__).resolve().parent
-# Not the bench's 15201-15203 nor the tests' default 15100 + offsets: both may run beside this.
+# Not the bench's 15201-15204 nor the tests' default 15100 + offsets: both may run beside this.
 DEFAULT_PORT_BASE = 15221
 
 
@@ -38,7 +38,7 @@ def parse_args(argv):
     ap.add_argument("--stream-share", type=float, default=0.40, help="share of streams read to the end")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--deadline", type=float, default=900.0, help="seconds after which no new request starts")
-    ap.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE, help="node2, node1, broker on BASE..BASE+2")
+    ap.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE, help="node2, node1, broker, step socket on BASE..BASE+3")
     ap.add_argument("--threads", type=int, default=1, help="TWINTEE_THREADS for each node (default 1: a core each)")
     ap.add_argument("--no-report", action="store_true", help="leave RESULTS.md and runs/ alone")
     ap.add_argument("--from-json", type=Path, default=None, help="re-write the Load section from a saved run")
@@ -50,13 +50,13 @@ def parse_args(argv):
 
 
 def stack_env(data_dir: Path, base: int, threads: int) -> dict:
-    node2, node1, broker = base, base + 1, base + 2
-    for port in (node2, node1, broker):
+    node2, node1, broker, step = base, base + 1, base + 2, base + 3
+    for port in (node2, node1, broker, step):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 raise SystemExit(f"port {port} is taken (a load run left running?); choose another --port-base")
     return {"TWINTEE_NODE2_PORT": str(node2), "TWINTEE_NODE1_PORT": str(node1), "TWINTEE_BROKER_PORT": str(broker),
-            "TWINTEE_NODE2_URL": f"http://127.0.0.1:{node2}", "TWINTEE_BROKER_URL": f"http://127.0.0.1:{broker}",
+            "TWINTEE_NODE2_STEP_PORT": str(step), "TWINTEE_NODE2_URL": f"http://127.0.0.1:{node2}", "TWINTEE_BROKER_URL": f"http://127.0.0.1:{broker}",
             "TWINTEE_DATA_DIR": str(data_dir), "TWINTEE_THREADS": str(threads)}
 
 

@@ -9,7 +9,8 @@ import requests
 
 from launcher.stack import Stack
 
-PORTS = {"TWINTEE_NODE2_PORT": "15201", "TWINTEE_NODE1_PORT": "15202", "TWINTEE_BROKER_PORT": "15203"}
+PORTS = {"TWINTEE_NODE2_PORT": "15201", "TWINTEE_NODE1_PORT": "15202", "TWINTEE_BROKER_PORT": "15203",
+         "TWINTEE_NODE2_STEP_PORT": "15204"}
 
 
 def bench_env(data_dir: Path, dtype: str, threads: int) -> dict:
@@ -27,7 +28,7 @@ def check_ports_free() -> None:
     for port in PORTS.values():
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", int(port))) == 0:
-                raise RuntimeError(f"port {port} is taken (a benchmark left running?); the bench needs 15201-15203")
+                raise RuntimeError(f"port {port} is taken (a benchmark left running?); the bench needs 15201-15204")
 
 
 @contextmanager

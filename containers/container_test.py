@@ -8,6 +8,7 @@ at the first failed check, after tearing everything down.
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -193,6 +194,11 @@ def check_generation(key: str) -> list[int]:
         raise Failed(f"containers gave {out['token_ids']}, generate() outside gives {expected}")
     say(f"/generate through the containers: {out['text']!r} token ids {out['token_ids']} = generate() outside "
         f"({out['finish_reason']}, {out['metrics']['tokens_per_sec']} tok/s)")
+    metrics = requests.get(f"http://127.0.0.1:{PORT}/metrics", timeout=10).text
+    socket_frames = re.search(r'^twintee_link_frames_total\{transport="socket"\} (\S+)$', metrics, re.M)
+    if not socket_frames or float(socket_frames.group(1)) < len(out["token_ids"]) - 1:
+        raise Failed("node1's steps did not ride node2's step socket across the container network")
+    say(f"node1's steps over node2's step socket (node2:5004): {float(socket_frames.group(1)):.0f} frames")
     return out["token_ids"]
 
 

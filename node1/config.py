@@ -2,6 +2,7 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from shared.config import GUNICORN_THREADS, ConfigError, ModelSettings, TeeSettings, env_float, env_int, env_str
 
@@ -13,6 +14,9 @@ class Node1Config:
     host: str = "127.0.0.1"
     port: int = 5002
     node2_url: str = "http://127.0.0.1:5001"
+    # node2's step socket (node2/step_socket.py): tcp://host:port, or "" for steps over HTTP only.
+    # Defaults to node2's host at TWINTEE_NODE2_STEP_PORT; a host in the middle may sit on either.
+    node2_step_url: str = "tcp://127.0.0.1:5004"
     model: ModelSettings = field(default_factory=ModelSettings)
     tee: TeeSettings = field(default_factory=TeeSettings)
     max_body_bytes: int = 1 << 20
@@ -39,6 +43,8 @@ class Node1Config:
             raise ConfigError("TWINTEE_NODE1_PORT must be a TCP port")
         if not self.node2_url.startswith(("http://", "https://")):
             raise ConfigError("TWINTEE_NODE2_URL must be an http(s) URL")
+        if self.node2_step_url and step_address(self.node2_step_url) is None:
+            raise ConfigError("TWINTEE_NODE2_STEP_URL must be empty (steps over HTTP) or tcp://host:port")
         if not 1 <= self.pipeline_slots <= 4:
             raise ConfigError("TWINTEE_PIPELINE_SLOTS must be 1 to 4")
         if self.max_body_bytes < 1024:
@@ -58,10 +64,15 @@ class Node1Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Node1Config":
+        node2_url = env_str(env, "TWINTEE_NODE2_URL", "http://127.0.0.1:5001")
+        step_port = env_int(env, "TWINTEE_NODE2_STEP_PORT", 5004)  # the variable node2 listens by
+        node2_host = urlsplit(node2_url).hostname if node2_url.startswith(("http://", "https://")) else None
         return cls(
             host=env_str(env, "TWINTEE_NODE1_HOST", "127.0.0.1"),
             port=env_int(env, "TWINTEE_NODE1_PORT", 5002),
-            node2_url=env_str(env, "TWINTEE_NODE2_URL", "http://127.0.0.1:5001"),
+            node2_url=node2_url,
+            node2_step_url=env_str(env, "TWINTEE_NODE2_STEP_URL",
+                                   f"tcp://{node2_host}:{step_port}" if step_port and node2_host else ""),
             model=ModelSettings.from_env(env),
             tee=TeeSettings.from_env(env),
             max_body_bytes=env_int(env, "TWINTEE_MAX_BODY_BYTES", 1 << 20),
@@ -72,6 +83,18 @@ class Node1Config:
             signature_records=env_int(env, "TWINTEE_SIGNATURE_RECORDS", 10000),
             ledger_url=env_str(env, "TWINTEE_LEDGER_URL", ""),
         )
+
+
+def step_address(url: str) -> tuple[str, int] | None:
+    """tcp://host:port -> (host, port), else None."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme != "tcp" or not parts.hostname or not port or parts.path not in ("", "/"):
+        return None
+    return parts.hostname, port
 
 
 def ledger_settings(env: Mapping[str, str]) -> tuple[str, Path]:

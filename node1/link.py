@@ -1,13 +1,17 @@
-"""node1's one connection to node2: the attested handshake, then sealed step frames over a keep-alive pool.
+"""node1's one link to node2: the attested handshake over HTTP, then sealed step frames over node2's
+step socket (node1/node2_stream.py), or over HTTP's keep-alive connection when the socket is off,
+unreachable or the frame too long for it.
 
-Frames on a channel must arrive in sequence, so one lock covers seal -> POST -> open.
+Frames on a channel must arrive in sequence, so one lock covers seal -> send -> open.
 """
 import json
 import threading
 import time
 
 from attestation.errors import AttestationError
+from node1.config import step_address
 from node1.node2_http import Node2Http, Node2Unreachable
+from node1.node2_stream import Node2Stream
 from shared import wire
 from shared.channel import FrameRejected, SealedChannel
 from shared.handshake import Initiator
@@ -27,12 +31,13 @@ class LinkError(RuntimeError):
 
 class Node2Link:
     def __init__(self, node2_url: str, attester, appraise, *, rekey_frames: int, rekey_seconds: float,
-                 timeout: float = 120.0, metrics=None):
+                 timeout: float = 120.0, metrics=None, step_url: str = ""):
         self.url = node2_url.rstrip("/")
         self.attester, self.appraise = attester, appraise
         self.rekey_frames, self.rekey_seconds, self.timeout = rekey_frames, rekey_seconds, timeout
         self.http = Node2Http(self.url, timeout)  # one keep-alive connection for every call to node2
         self.health_http = Node2Http(self.url, HEALTH_TIMEOUT_S)  # /health runs outside the lock
+        self.stream = Node2Stream(*step_address(step_url), timeout) if step_url else None
         self.lock = threading.Lock()
         self.health_lock = threading.Lock()
         self.channel: SealedChannel | None = None
@@ -81,11 +86,25 @@ class Node2Link:
             return reply, plain
 
     def _post_step(self, frame: bytes) -> tuple[int, bytes]:
+        if self.stream is not None and self.stream.carries(frame):
+            try:
+                reply = self.stream.exchange(frame)
+                self._count("socket")
+                return reply
+            except Node2Unreachable:
+                # Sent again over HTTP: node2 either never applied it or refuses the copy as a replay,
+                # which drops the channel and replays the session (as a lost HTTP reply does).
+                pass
+        self._count("http")
         try:
             return self.http.post("/v1/step", frame, wire.CONTENT_TYPE)
         except Node2Unreachable:
             self._drop("node2 unreachable")
             raise LinkError("node2 unreachable") from None
+
+    def _count(self, transport: str) -> None:
+        if self.metrics:
+            self.metrics.link_frames.labels(transport=transport).inc()
 
     def _ensure_channel(self) -> None:
         # Renewed before either side's limit, so a stream in flight never meets an expired channel.

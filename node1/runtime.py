@@ -112,7 +112,8 @@ class Node1Runtime:
         self.codec = TextCodec(tokenizer_dir, self.release.config)
         tee = self.config.tee
         self.links = [Node2Link(self.config.node2_url, self.identity.evidence, self.identity.appraise,
-                                rekey_frames=tee.rekey_frames, rekey_seconds=tee.rekey_seconds, metrics=self.metrics)
+                                rekey_frames=tee.rekey_frames, rekey_seconds=tee.rekey_seconds, metrics=self.metrics,
+                                step_url=self.config.node2_step_url)
                       for _ in range(self.config.pipeline_slots)]
         # Attest to node2 before asking for weights: a node the release no longer covers is then
         # refused by its peer as well as by the broker, and both sides' /health say why.

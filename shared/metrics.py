@@ -18,8 +18,12 @@ class NodeMetrics:
         self.handshakes = Counter("twintee_handshakes", "attested handshakes by outcome", ["outcome"], registry=r)
         self.replays = Counter("twintee_session_replays", "sessions replayed into a restarted or lost node2", registry=r)
         self.frames_rejected = Counter("twintee_frames_rejected", "sealed frames rejected, by reason", ["reason"], registry=r)
-        self.link_seconds = Histogram("twintee_link_roundtrip_seconds", "node1: seal + HTTP + node2 + open, per step",
+        self.link_seconds = Histogram("twintee_link_roundtrip_seconds", "node1: seal + send + node2 + open, per step",
                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.link_frames = Counter("twintee_link_frames", "node1: step frames sent, by transport (socket or http)",
+                                   ["transport"], registry=r)
+        self.step_socket = Counter("twintee_step_socket_connections", "node2: step socket connections turned away, "
+                                   "by event (evicted: never sent a frame; refused: every slot busy)", ["event"], registry=r)
         self.wire_bytes = Counter("twintee_wire_bytes", "sealed frame bytes by direction", ["direction"], registry=r)
         self.step_seconds = Histogram("twintee_step_seconds", "one batched step on this node", buckets=LATENCY_BUCKETS, registry=r)
         Gauge("twintee_info", "node role", ["role"], registry=r).labels(role=role).set(1)

@@ -10,9 +10,11 @@ PORT_BASE = int(os.environ.get("TWINTEE_TEST_PORT_BASE", "15100"))
 
 
 def own_ports(offset: int) -> dict:
-    """The environment of a stack on ports PORT_BASE+offset (node2), +1 (node1), +2 (broker)."""
-    node2, node1, broker = (PORT_BASE + offset + i for i in range(3))
+    """The environment of a stack on ports PORT_BASE+offset (node2), +1 (node1), +2 (broker), +3 (node2's
+    step socket)."""
+    node2, node1, broker, step = (PORT_BASE + offset + i for i in range(4))
     return {"TWINTEE_NODE2_PORT": str(node2), "TWINTEE_NODE1_PORT": str(node1), "TWINTEE_BROKER_PORT": str(broker),
+            "TWINTEE_NODE2_STEP_PORT": str(step),
             "TWINTEE_NODE2_URL": f"http://127.0.0.1:{node2}", "TWINTEE_BROKER_URL": f"http://127.0.0.1:{broker}"}
 
 

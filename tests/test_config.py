@@ -23,10 +23,30 @@ def test_defaults_from_an_empty_environment():
     ({"TWINTEE_NODE2_URL": "ftp://x"}, "TWINTEE_NODE2_URL"),
     ({"TWINTEE_PIPELINE_SLOTS": "9"}, "TWINTEE_PIPELINE_SLOTS"),
     ({"TWINTEE_REKEY_SECONDS": "soon"}, "TWINTEE_REKEY_SECONDS"),
+    ({"TWINTEE_NODE2_STEP_URL": "http://127.0.0.1:5004"}, "TWINTEE_NODE2_STEP_URL"),
+    ({"TWINTEE_NODE2_STEP_URL": "tcp://127.0.0.1"}, "TWINTEE_NODE2_STEP_URL"),
+    ({"TWINTEE_NODE2_STEP_PORT": "many"}, "TWINTEE_NODE2_STEP_PORT"),
 ])
 def test_bad_settings_name_the_variable(env, names):
     with pytest.raises(ConfigError, match=names):
         Node1Config.from_env(env)
+
+
+@pytest.mark.parametrize("env, step_url", [
+    ({}, "tcp://127.0.0.1:5004"),
+    ({"TWINTEE_NODE2_URL": "http://node2:5001", "TWINTEE_NODE2_STEP_PORT": "6000"}, "tcp://node2:6000"),
+    ({"TWINTEE_NODE2_STEP_PORT": "0"}, ""),  # node2 has no step socket: steps over HTTP
+    ({"TWINTEE_NODE2_STEP_URL": "tcp://relay:7000"}, "tcp://relay:7000"),
+    ({"TWINTEE_NODE2_STEP_URL": ""}, ""),
+])
+def test_node1_finds_node2s_step_socket_at_node2s_host_unless_told(env, step_url):
+    assert Node1Config.from_env(env).node2_step_url == step_url
+
+
+@pytest.mark.parametrize("port", ["-1", "70000", "5001"])
+def test_node2s_step_port_is_off_or_a_port_of_its_own(port):
+    with pytest.raises(ConfigError, match="TWINTEE_NODE2_STEP_PORT"):
+        Node2Config.from_env({"TWINTEE_NODE2_STEP_PORT": port})
 
 
 def test_configs_are_frozen():

@@ -283,7 +283,9 @@ def test_gunicorn_listens_on_no_tcp_port_only_on_a_private_socket(stack):
     for role in ("node1", "node2", "broker"):
         master = psutil.Process(stack.procs[role].pid)
         for proc in (master, *master.children()):
-            assert not [c for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN], role
+            ports = [c.laddr.port for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+            # node2's worker serves node1's steps on its own port, under its own limits (next test).
+            assert ports == ([int(stack.env["TWINTEE_NODE2_STEP_PORT"])] if role == "node2" and proc != master else []), role
         assert stack.socket(role).is_socket() and stack.socket(role).parent.stat().st_mode & 0o077 == 0
     # What nginx adds on node1's link to node2, per step: one more loopback hop, kept alive both ways.
     direct_conn = UnixHTTPConnection(str(stack.socket("node2")))
@@ -293,3 +295,77 @@ def test_gunicorn_listens_on_no_tcp_port_only_on_a_private_socket(stack):
     print(f"node2 404 median over 300 kept-alive requests: {direct * 1000:.2f} ms direct to gunicorn, "
           f"{via * 1000:.2f} ms through nginx: "
           f"{(via - direct) * 1000:+.2f} ms per request, i.e. per step on node1's link")
+
+
+def node1_frames(stack) -> dict:
+    text = requests.get(stack.url("node1") + "/metrics", timeout=10).text
+    return {t: float(m.group(1)) if (m := re.search(rf'twintee_link_frames_total{{transport="{t}"}} (\S+)', text)) else 0.0
+            for t in ("socket", "http")}
+
+
+class StepPortFlood:
+    """An outsider on node2's step port: `n` connections at once, each silent, trickling a byte a
+    second into a declared frame, sending junk, or claiming a frame past the cap, and reconnecting
+    as soon as it is dropped."""
+
+    KINDS = ("silent", "trickle", "junk", "huge")
+
+    def __init__(self, port: int, n: int = 64):
+        self.port, self.stop, self.answers = port, threading.Event(), {}
+        self.threads = [threading.Thread(target=self._attack, args=(self.KINDS[i % 4],), daemon=True) for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _attack(self, kind: str):
+        from shared import step_stream
+
+        while not self.stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                    if kind == "junk":
+                        s.sendall(step_stream.request_record(b"TT01" + os.urandom(200)))
+                    elif kind == "huge":
+                        s.sendall(step_stream.REQUEST.pack(step_stream.MAX_FRAME_BYTES + 1))
+                    elif kind == "trickle":
+                        s.sendall(step_stream.REQUEST.pack(1000))
+                    while not self.stop.is_set():
+                        if kind == "trickle":
+                            s.sendall(b"x")
+                        if kind in ("junk", "huge"):
+                            status = step_stream.read_reply(s, time.monotonic() + 10)[0]
+                            self.answers[status] = self.answers.get(status, 0) + 1
+                        elif s.recv(1) == b"":
+                            break
+                        self.stop.wait(1.0)
+            except OSError:
+                self.stop.wait(0.05)  # dropped or refused: come straight back
+
+    def close(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=15)
+
+
+def test_a_flooded_step_port_neither_stops_nor_slows_node1s_steps_to_a_halt(stack):
+    """The step socket faces the network without nginx: 64 hostile connections churn through its 32
+    slots while a victim generates. node1's own connection is never evicted (it is busy), the victim's
+    tokens are its reference tokens, and the attackers got only refusals."""
+    reference = requests.post(stack.url("node1") + "/generate", headers=stack.auth, json=VICTIM,
+                              timeout=120).json()["token_ids"]
+    before = node1_frames(stack)
+    attack = StepPortFlood(int(stack.env["TWINTEE_NODE2_STEP_PORT"]))
+    try:
+        time.sleep(2)  # the port full of strangers before the victim starts
+        victim = requests.post(stack.url("node1") + "/generate", headers=stack.auth, json=VICTIM, timeout=120)
+        health = requests.get(stack.url("node2") + "/health", timeout=5)
+    finally:
+        attack.close()
+    after = node1_frames(stack)
+    metrics = requests.get(stack.url("node2") + "/metrics", timeout=10).text
+    print(f"step port flood: attackers answered {attack.answers}; node1's frames over the socket "
+          f"{after['socket'] - before['socket']:.0f}, over HTTP {after['http'] - before['http']:.0f}")
+    assert victim.status_code == 200 and victim.json()["token_ids"] == reference
+    assert health.status_code == 200
+    assert after["socket"] - before["socket"] >= len(reference) - 1  # the fast path held throughout
+    assert set(attack.answers) <= {400, 413} and attack.answers.get(413) and attack.answers.get(400)
+    assert re.search(r'twintee_step_socket_connections_total\{event="evicted"\} [1-9]', metrics)

@@ -20,8 +20,10 @@ PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 @pytest.fixture(scope="module")
 def proxied(release_dir, tmp_path_factory):
     node2 = f"http://127.0.0.1:{PORTS['TWINTEE_NODE2_PORT']}"
-    with HostProxy(node2, PORT_BASE + 10) as proxy:
-        stack = start_stack(release_dir, tmp_path_factory.mktemp("logs"), TWINTEE_NODE2_URL=proxy.url)
+    with HostProxy(node2, PORT_BASE + 10, step_upstream=int(PORTS["TWINTEE_NODE2_STEP_PORT"]),
+                   step_port=PORT_BASE + 11) as proxy:
+        stack = start_stack(release_dir, tmp_path_factory.mktemp("logs"), TWINTEE_NODE2_URL=proxy.url,
+                            TWINTEE_NODE2_STEP_URL=proxy.step_url)
         yield stack, proxy
         stack.stop()
 
@@ -34,6 +36,7 @@ def test_capture_shows_neither_hidden_states_nor_token_ids(proxied, smollm):
     stack, proxy = proxied
     out = generate(stack).json()
     capture = proxy.capture()
+    assert any(method == "STEP" for method, _, _ in proxy.requests)  # the steps crossed the relayed socket
     model, tok, _ = smollm
     ids = chat_ids(tok, PROMPT)
     with torch.inference_mode():
