@@ -46,10 +46,11 @@ class _Connection:
 class StepSocket:
     def __init__(self, rt: Node2Runtime, host: str, port: int):
         self.rt = rt
-        self.listener = socket.create_server((host, port), reuse_port=False, backlog=MAX_CONNECTIONS)
+        self.listener = socket.create_server((host, port), backlog=MAX_CONNECTIONS)
         self.port = self.listener.getsockname()[1]
         self.connections: list[_Connection] = []
         self.lock = threading.Lock()
+        self.closed = False
 
     def start(self) -> "StepSocket":
         threading.Thread(target=self._accept, name="node2-step-accept", daemon=True).start()
@@ -57,17 +58,21 @@ class StepSocket:
         return self
 
     def close(self) -> None:
+        self.closed = True
         self.listener.close()
         with self.lock:
             for conn in self.connections:
                 conn.close()
 
     def _accept(self) -> None:
-        while True:
+        while not self.closed:
             try:
                 sock, _ = self.listener.accept()
-            except OSError:
-                return  # closed
+            except OSError as exc:
+                if not self.closed:  # out of descriptors, a connection reset before accept: not fatal
+                    log.warning("step socket accept failed: %s", type(exc).__name__)
+                    time.sleep(0.1)
+                continue
             conn = _Connection(sock)
             if self._admit(conn):
                 threading.Thread(target=self._serve, args=(conn,), name="node2-step", daemon=True).start()
