@@ -5,7 +5,7 @@ import time
 
 from attestation.service import ApiError
 from node1.request import GenerateRequest, parse_generate
-from node1.scheduler import Finished, Generation, GenerationFailed
+from node1.scheduler import REPLY_CHUNK_TOKENS, Finished, Generation, GenerationFailed
 from node1.text import TextStream
 from shared.config import ModelSettings
 
@@ -43,8 +43,10 @@ class Run:
     def __init__(self, runtime, req: GenerateRequest, prompt_ids: list[int]):
         self.req, self.prompt_ids = req, prompt_ids
         self.stream = TextStream(runtime.codec, req.stop)
+        # Stop strings are matched here, so a run that has them reads each token to stop at once.
+        self.each_token = req.stream or bool(req.stop)
         self.gen = Generation(prompt_ids, req.max_tokens, req.sampling.with_fixed_seed().to_dict(),
-                              runtime.codec.eos_ids)
+                              runtime.codec.eos_ids, chunk=1 if self.each_token else REPLY_CHUNK_TOKENS)
         self.t0 = time.perf_counter()
         self.t_first: float | None = None
         self.t_last: float | None = None
@@ -63,12 +65,12 @@ class Run:
                     yield self.stream.flush(), None
                     return
                 self._timing(time.perf_counter())
-                piece = self.stream.push(item)
-                if self.stream.stopped:
-                    self.finish_reason = "stop"
-                    yield piece, item
-                    return
-                yield piece, item
+                for token in item:
+                    piece = self.stream.push(token)
+                    yield piece, token
+                    if self.stream.stopped:
+                        self.finish_reason = "stop"
+                        return
         except queue.Empty:
             raise GenerationFailed("the pipeline stopped producing tokens") from None
         finally:
@@ -78,7 +80,7 @@ class Run:
         if self.t_first is None:
             self.t_first = now
             self.metrics.ttft.observe(now - self.t0)
-        else:
+        elif self.each_token:  # tokens handed out in chunks have no time between them to speak of
             self.metrics.itl.observe(now - self.t_last)
         self.t_last = now
 

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from node1.app import create_app
 from node1.config import Node1Config
-from node1.scheduler import Finished, GenerationFailed
+from node1.scheduler import REPLY_CHUNK_TOKENS, Finished, GenerationFailed
 from shared.metrics import NodeMetrics
 from shared.wire import SampledToken
 from tests.conftest import tenant_gate
@@ -51,7 +51,7 @@ class FakeRuntime:
                 gen.out.put(GenerationFailed("node2 refused the step: boom"))
                 return
             tok = ord(c) + (shift if c.isalpha() else 0)
-            gen.out.put(tok if k is None else SampledToken(tok, -0.5, [(tok, -0.5), (33, -2.0)][: k]))
+            gen.out.put([tok if k is None else SampledToken(tok, -0.5, [(tok, -0.5), (33, -2.0)][: k])])
         gen.out.put(Finished("stop" if gen.max_tokens >= len(REPLY) else "length"))
 
 
@@ -102,6 +102,15 @@ def test_chat_stream_shape_and_usage(http):
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == len(REPLY)
     assert all(c["usage"] is None for c in chunks[:-1])
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1]) == REPLY
+
+
+@pytest.mark.parametrize("fields, chunk", [
+    ({}, REPLY_CHUNK_TOKENS),  # read whole: woken once per chunk of tokens, not per token
+    ({"stream": True}, 1),  # each token as it comes
+    ({"stop": ["zz"]}, 1),  # stop strings are matched token by token, so the run ends at once
+])
+def test_only_a_reply_read_whole_without_stop_strings_takes_its_tokens_in_chunks(http, rt, fields, chunk):
+    assert chat(http, **fields).status_code == 200 and rt.seen[-1].chunk == chunk
 
 
 def test_without_include_usage_no_usage_key(http):

@@ -108,11 +108,13 @@ def generation(prompt=(5, 6, 7), max_tokens=3, stop=(2,)) -> Generation:
 
 
 def drain(gen: Generation) -> list:
-    """Everything the generation receives, through its Finished or GenerationFailed."""
+    """Every token the generation receives, then its Finished or GenerationFailed."""
     items = []
-    while not items or isinstance(items[-1], int):
-        items.append(gen.out.get(timeout=WAIT_S))
-    return items
+    while True:
+        item = gen.out.get(timeout=WAIT_S)
+        if not isinstance(item, list):
+            return items + [item]
+        items += item
 
 
 def pending(gen: Generation) -> list:
@@ -121,7 +123,7 @@ def pending(gen: Generation) -> list:
         try:
             items.append(gen.out.get_nowait())
         except queue.Empty:
-            return items
+            return [x for item in items for x in (item if isinstance(item, list) else [item])]
 
 
 def test_a_generation_prefills_then_steps_one_token_at_a_time_and_is_closed_after(sched, link):
@@ -134,6 +136,26 @@ def test_a_generation_prefills_then_steps_one_token_at_a_time_and_is_closed_afte
     assert frames[0]["opens"] == {gen.id: {"capacity": 6, **GREEDY}} and frames[1]["opens"] == {}
     assert frames[3]["entries"] == [] and frames[3]["close"] == [gen.id]  # the close-only frame when idle
     assert gen.returned == 1 and sched.batch_size == 0 and sched.kv_bytes == 0
+
+
+def raw_items(gen: Generation, n: int) -> list:
+    return [gen.out.get(timeout=WAIT_S) for _ in range(n)]
+
+
+def test_a_reply_read_whole_gets_its_first_token_at_once_then_the_rest_in_chunks(sched, link):
+    gen = generation(max_tokens=10)
+    gen.chunk = 4
+    sched.submit(gen)
+    assert raw_items(gen, 5) == [[100], [101, 102, 103, 104], [105, 106, 107, 108], [109], Finished("length")]
+
+
+def test_a_stop_token_mid_chunk_hands_out_the_tokens_before_it_and_not_itself(sched, link):
+    link.answer = lambda f: ([{"id": e["id"], "step": e["step"], "ok": True} for e in f["entries"]],
+                             [2 if e["step"] == 3 else 100 + e["step"] for e in f["entries"]], {})
+    gen = generation(max_tokens=10)
+    gen.chunk = 4
+    sched.submit(gen)
+    assert raw_items(gen, 3) == [[100], [101, 102], Finished("stop")]
 
 
 def test_the_hidden_states_sent_are_node1_s_layers_over_the_session_s_cache(sched, link, node1_part):

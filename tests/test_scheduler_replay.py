@@ -80,7 +80,7 @@ def drain(gen: Generation) -> tuple[list[int], object]:
         item = gen.out.get(timeout=60)
         if isinstance(item, (Finished, GenerationFailed)):
             return tokens, item
-        tokens.append(item)
+        tokens += item
 
 
 SAMPLINGS = [pytest.param({}, id="greedy"), pytest.param({"temperature": 1.0, "seed": 42}, id="seeded")]

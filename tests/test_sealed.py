@@ -71,7 +71,7 @@ class FakeCodec:
 class FakeScheduler:
     def submit(self, gen):
         for c in REPLY[: gen.max_tokens]:
-            gen.out.put(ord(c))
+            gen.out.put([ord(c)])
         gen.out.put(Finished("stop" if gen.max_tokens >= len(REPLY) else "length"))
 
 
