@@ -61,7 +61,7 @@ def decode_bound(s: dict) -> str:
                "(bfloat16 halves them; the model's own 4-bit blocks, issue 17, would cut them to a fifth).")
     else:
         why = (f" Neither side is bandwidth-bound here. The stack's step is {st['step_ms'] - alone['total_ms']:.1f} ms "
-               f"longer than the same compute in one process: the link, the two workers' HTTP and the hand-over "
+               f"longer than the same compute in one process: the link, the two workers' Python and the hand-over "
                f"between two processes taking turns.")
         if s["dtype"] == "float32":
             why += (" And `generate()` multiplies a single row with MKL's GEMV, faster on this CPU than oneDNN's "
@@ -114,17 +114,16 @@ def ttft_bound(s: dict) -> str:
 
 def cross_bound(s: dict) -> str:
     st, frame = s["decode"]["step"], s["profile"]["frames"][0]
-    http = st["cross_ms"] - frame["ms"]
+    rest = st["cross_ms"] - frame["ms"]
     return (f"**Cross-node cost** ({st['cross_ms']:.2f} ms of a {st['step_ms']:.1f} ms step = "
             f"{st['cross_ms'] / st['step_ms']:.1%}, limit 5%): link round trip {st['link_ms']:.2f} ms minus node2's "
             f"step {st['node2_ms']:.2f} ms, for {st['wire_bytes_per_token']:,.0f} bytes on the wire per token. "
             f"Serializing, sealing, opening and parsing both frames in-process takes {frame['ms']:.2f} ms, so "
-            f"{http:.2f} ms ({http / st['cross_ms']:.0%}) is the HTTP round trip itself. Measured by hand: a bare "
-            f"TCP round trip of 3 kB between two processes that compute in turn costs ~0.3 ms (0.07 ms back "
-            f"to back: the rest is waking the idle side); node1 posts with plain http.client over one keep-alive "
-            f"connection (node1/node2_http.py); the remainder is gunicorn's and Flask's Python on node2 "
-            f"and the thread hand-offs around them, running cold after a step has streamed the weights through "
-            f"the caches.")
+            f"{rest:.2f} ms ({rest / st['cross_ms']:.0%}) is the round trip on node2's step socket (one "
+            f"persistent TCP connection a pipeline slot, node2/step_socket.py) and node2's step outside its "
+            f"engine. Measured by hand: a bare TCP round trip of 3 kB between two processes that compute in "
+            f"turn costs ~0.3 ms (0.07 ms back to back: the rest is waking the idle side, whose code and data "
+            f"a step that streamed the weights through the caches has pushed out).")
 
 
 def bounds(s: dict, targets) -> list[str]:

@@ -104,7 +104,7 @@ def decode_block(s: dict) -> str:
     return (table(["tokens asked", "split produced", "generate() tok/s", "split tok/s", "ratio",
                    "split's tokens = generate()'s"], rows)
             + "\n\nOne decode step, single stream (decode steps only: each request minus its prefill-only twin):\n\n"
-            + table(["decode step ms", "node1 layers ms", "node2 step ms", "cross-node ms (seal + HTTP + open)",
+            + table(["decode step ms", "node1 layers ms", "node2 step ms", "cross-node ms (seal + step socket + open)",
                      "cross-node share", "wire bytes per token"], cost)
             + "\n\n" + bandwidth_line(s))
 

@@ -49,7 +49,7 @@ def link_costs(d: dict) -> dict:
         "link_ms": link * 1e3,
         "node2_ms": node2 * 1e3,
         "node1_ms": (step - link) * 1e3,
-        "cross_ms": (link - node2) * 1e3,  # serialize + seal + HTTP + open, both ways
+        "cross_ms": (link - node2) * 1e3,  # serialize + seal + the step socket (or HTTP) + open, both ways
         "wire_bytes_per_token": wire / tokens if tokens else 0.0,
         "wire_bytes_per_step": wire / step_n if step_n else 0.0,
     }

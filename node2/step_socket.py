@@ -102,6 +102,7 @@ class StepSocket:
                 frame = self._read_frame(conn, first)
                 conn.busy, first = True, False
                 status, body = self._answer(frame)
+                sock.settimeout(FRAME_S)  # a peer that stops reading cannot hold the thread either
                 sock.sendall(step_stream.reply_record(status, body))
                 if status != 200:
                     return
@@ -118,6 +119,7 @@ class StepSocket:
         wait = conn.opened + FIRST_FRAME_S if first else start + IDLE_S
         (n,) = step_stream.REQUEST.unpack(step_stream.read_exact(conn.sock, step_stream.REQUEST.size, wait))
         if n > step_stream.MAX_FRAME_BYTES:
+            conn.sock.settimeout(FRAME_S)
             conn.sock.sendall(step_stream.reply_record(413, step_stream.error_body(
                 f"a frame on the step socket is at most {step_stream.MAX_FRAME_BYTES} bytes; send longer ones over HTTP")))
             raise StreamClosed("frame too long")
