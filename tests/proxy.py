@@ -93,7 +93,7 @@ class HostProxy:
         with client, socket.create_connection(("127.0.0.1", self.step_upstream)) as up:
             try:
                 while True:
-                    (n,) = step_stream.REQUEST.unpack(step_stream.read_exact(client, 4, time.monotonic() + 300))
+                    (n,) = step_stream.REQUEST.unpack(step_stream.read_exact(client, step_stream.REQUEST.size, time.monotonic() + 300))
                     frame = self._maybe_tamper("v1/step", step_stream.read_exact(client, n, time.monotonic() + 30))
                     up.sendall(step_stream.request_record(frame))
                     status, reply = step_stream.read_reply(up, time.monotonic() + 300)

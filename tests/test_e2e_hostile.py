@@ -15,6 +15,7 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
+from shared import step_stream
 from shared.handshake import VERSION
 from tests.e2e import start_stack
 
@@ -317,8 +318,6 @@ class StepPortFlood:
             t.start()
 
     def _attack(self, kind: str):
-        from shared import step_stream
-
         while not self.stop.is_set():
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:

@@ -106,7 +106,7 @@ class Relay:
         while True:
             client, _ = self.listener.accept()
             with client, socket.create_connection(("127.0.0.1", self.upstream_port)) as up:
-                (n,) = step_stream.REQUEST.unpack(step_stream.read_exact(client, 4, time.monotonic() + 5))
+                (n,) = step_stream.REQUEST.unpack(step_stream.read_exact(client, step_stream.REQUEST.size, time.monotonic() + 5))
                 up.sendall(step_stream.request_record(step_stream.read_exact(client, n, time.monotonic() + 5)))
                 reply = step_stream.read_reply(up, time.monotonic() + 5)
                 client.sendall(self.reply_with(step_stream.reply_record(*reply)))
