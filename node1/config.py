@@ -66,7 +66,7 @@ class Node1Config:
     def from_env(cls, env: Mapping[str, str]) -> "Node1Config":
         node2_url = env_str(env, "TWINTEE_NODE2_URL", "http://127.0.0.1:5001")
         step_port = env_int(env, "TWINTEE_NODE2_STEP_PORT", 5004)  # the variable node2 listens by
-        node2_host = urlsplit(node2_url).hostname if node2_url.startswith(("http://", "https://")) else None
+        node2_host = urlsplit(node2_url).hostname  # a URL that is not http(s) is refused below anyway
         return cls(
             host=env_str(env, "TWINTEE_NODE1_HOST", "127.0.0.1"),
             port=env_int(env, "TWINTEE_NODE1_PORT", 5002),

@@ -31,29 +31,23 @@ def create_app(config: Node2Config, *, runtime: Node2Runtime | None = None) -> F
 
     @app.post("/v1/handshake/hello")
     def hello():
-        return jsonify(_attested(lambda: _ready(rt).handshake_hello(json_body(request, HANDSHAKE_BODY_BYTES))))
+        return jsonify(_attested(lambda: rt.require_ready().handshake_hello(json_body(request, HANDSHAKE_BODY_BYTES))))
 
     @app.post("/v1/handshake/finish")
     def finish():
-        return jsonify(_attested(lambda: _ready(rt).handshake_finish(json_body(request, HANDSHAKE_BODY_BYTES))))
+        return jsonify(_attested(lambda: rt.require_ready().handshake_finish(json_body(request, HANDSHAKE_BODY_BYTES))))
 
     @app.post("/v1/step")
     def step():
-        return Response(run_step(_ready(rt), request.get_data(cache=False)), mimetype=wire.CONTENT_TYPE)
+        return Response(run_step(rt.require_ready(), request.get_data(cache=False)), mimetype=wire.CONTENT_TYPE)
 
     @app.get("/attestation")
     def attestation():
         nonce = challenge_nonce(request.args.get("nonce", ""))
-        r = _ready(rt)
+        r = rt.require_ready()
         return jsonify({**r.identity.evidence_for_nonce(nonce), "peer": r.peer, "model": r.release.served_by("node2")})
 
     return app
-
-
-def _ready(rt: Node2Runtime) -> Node2Runtime:
-    if rt.state != "ready":
-        raise ApiError(503, f"node2 is not ready: {rt.reason}")
-    return rt
 
 
 def _health(rt: Node2Runtime, config: Node2Config) -> dict:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from attestation.errors import AttestationError
+from attestation.service import ApiError
 from node2.config import Node2Config
 from node2.engine import Engine
 from shared.channel import SealedChannel
@@ -63,6 +64,12 @@ class Node2Runtime:
         except Exception as exc:  # noqa: BLE001 - any load failure is reported by /health, not raised
             self.state, self.reason = "failed", f"{type(exc).__name__}: {exc}"
             log.error("node2 failed to load: %s", self.reason)
+
+    def require_ready(self) -> "Node2Runtime":
+        """Itself once loaded; else ApiError 503 naming why (every route and the step socket ask this)."""
+        if self.state != "ready":
+            raise ApiError(503, f"node2 is not ready: {self.reason}")
+        return self
 
     @property
     def peer(self) -> dict:

@@ -115,8 +115,7 @@ class StepSocket:
             sock.close()
 
     def _read_frame(self, conn: _Connection, first: bool) -> bytes:
-        start = time.monotonic()
-        wait = conn.opened + FIRST_FRAME_S if first else start + IDLE_S
+        wait = conn.opened + FIRST_FRAME_S if first else time.monotonic() + IDLE_S
         (n,) = step_stream.REQUEST.unpack(step_stream.read_exact(conn.sock, step_stream.REQUEST.size, wait))
         if n > step_stream.MAX_FRAME_BYTES:
             conn.sock.settimeout(FRAME_S)
@@ -127,9 +126,7 @@ class StepSocket:
 
     def _answer(self, frame: bytes) -> tuple[int, bytes]:
         try:
-            if self.rt.state != "ready":
-                raise ApiError(503, f"node2 is not ready: {self.rt.reason}")
-            return 200, run_step(self.rt, frame)
+            return 200, run_step(self.rt.require_ready(), frame)
         except (StepRefused, ApiError) as exc:
             return exc.status, step_stream.error_body(str(exc))
         except Exception as exc:  # noqa: BLE001 - as the HTTP route's handler: the type only, never content

@@ -21,6 +21,14 @@ def own_ports(offset: int) -> dict:
 PORTS = own_ports(1)
 
 
+def counter(metrics: str, name: str) -> float:
+    """One sample's value in a /metrics text (`name` with its labels as printed), 0 if absent."""
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def stack_env(data_dir: Path, **extra) -> dict:
     return {
         **PORTS,

@@ -17,7 +17,7 @@ from requests.adapters import HTTPAdapter
 
 from shared import step_stream
 from shared.handshake import VERSION
-from tests.e2e import start_stack
+from tests.e2e import counter, start_stack
 
 pytestmark = pytest.mark.slow
 VICTIM = {"prompt": "List the planets of the solar system, one per line.", "max_tokens": 64}
@@ -300,8 +300,7 @@ def test_gunicorn_listens_on_no_tcp_port_only_on_a_private_socket(stack):
 
 def node1_frames(stack) -> dict:
     text = requests.get(stack.url("node1") + "/metrics", timeout=10).text
-    return {t: float(m.group(1)) if (m := re.search(rf'twintee_link_frames_total{{transport="{t}"}} (\S+)', text)) else 0.0
-            for t in ("socket", "http")}
+    return {t: counter(text, f'twintee_link_frames_total{{transport="{t}"}}') for t in ("socket", "http")}
 
 
 class StepPortFlood:

@@ -10,7 +10,7 @@ import torch
 
 from launcher.stack import ROOT, Stack
 from tests.conftest import chat_ids
-from tests.e2e import PORT_BASE, PORTS, own_ports, stack_env, start_roles, start_stack
+from tests.e2e import PORT_BASE, PORTS, counter, own_ports, stack_env, start_roles, start_stack
 from tests.proxy import HostProxy
 
 pytestmark = pytest.mark.slow
@@ -66,13 +66,6 @@ def test_a_tampered_frame_is_refused_and_counted_and_the_session_replayed_under_
     assert counter(after, 'twintee_handshakes_total{outcome="ok"}') > counter(before, 'twintee_handshakes_total{outcome="ok"}')
     again = generate(stack).json()
     assert again.get("token_ids") == expected, again
-
-
-def counter(metrics: str, name: str) -> float:
-    for line in metrics.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def test_node_with_modified_code_gets_no_key(release_dir, tmp_path):
