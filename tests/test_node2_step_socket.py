@@ -97,32 +97,43 @@ def test_a_silent_or_trickling_stranger_is_closed_at_the_first_frame_deadline(se
     silent, trickle = connect(server), connect(server)
     t0 = time.monotonic()
     trickle.sendall(step_stream.REQUEST.pack(100))
-    try:
-        for _ in range(20):  # a byte every 0.1 s: none of them buys more time
+    cut = None
+    for _ in range(60):  # a byte every 0.1 s for 6 s: a deadline renewed per byte would never run out
+        try:
             trickle.sendall(b"x")
-            time.sleep(0.1)
-    except OSError:
-        pass  # closed under us: the deadline
-    assert closed_by_node2(silent) and closed_by_node2(trickle)
-    assert time.monotonic() - t0 < 3
+        except OSError:
+            cut = time.monotonic() - t0  # closed under us: the deadline
+            break
+        time.sleep(0.1)
+    assert cut is not None and cut < 4, f"the trickling sender was still connected after {cut or 6:.1f} s"
+    assert closed_by_node2(silent)
 
 
 def test_a_full_house_evicts_the_oldest_idle_connection_never_a_busy_one(server, node2_runtime, node1, monkeypatch):
     monkeypatch.setattr(step_socket, "MAX_CONNECTIONS", 3)
+    monkeypatch.setattr(step_socket, "FIRST_FRAME_S", 600.0)  # no stranger leaves by its deadline mid-test
     node1_sock = connect(server)
     assert exchange(node1_sock, step_frame(node1))[0] == 200  # busy from now on
     strangers = [connect(server), connect(server)]
-    time.sleep(0.2)  # accepted in order
+    admitted(server, 3)  # accepted in order
     newcomer = connect(server)
     assert closed_by_node2(strangers[0]) and evictions(node2_runtime, "evicted") == 1
     assert exchange(node1_sock, step_frame(node1))[0] == 200  # node1's connection is untouched
     for c in server.connections:  # every slot busy now (as three node1 links would be): a newcomer is refused
         c.busy = True
+    admitted(server, 3)
     refused = connect(server)
     assert closed_by_node2(refused) and evictions(node2_runtime, "refused") == 1
     assert exchange(node1_sock, step_frame(node1))[0] == 200
     for s in (strangers[1], newcomer):
         s.close()
+
+
+def admitted(server, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(server.connections) != n:
+        assert time.monotonic() < deadline, f"{len(server.connections)} connections admitted, not {n}"
+        time.sleep(0.01)
 
 
 def evictions(rt, event: str) -> float:
