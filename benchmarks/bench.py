@@ -48,10 +48,12 @@ def parse_args(argv):
     return args
 
 
-def node1_settings(data_dir: Path, threads: int) -> dict:
-    """node1's batching settings as it reads them from the environment the bench gives it."""
-    cfg = Node1Config.from_env({**os.environ, **bench_env(data_dir, "float32", threads)})
-    return {"pipeline_slots": getattr(cfg, "pipeline_slots", 1), "max_batch": cfg.model.max_batch}
+def node1_settings(data_dir: Path, dtypes: list[str], threads: int) -> dict:
+    """node1's batching settings as it reads them from the environment the bench gives it, per dtype
+    (the pipeline slots' default depends on it)."""
+    cfgs = {d: Node1Config.from_env({**os.environ, **bench_env(data_dir, d, threads)}) for d in dtypes}
+    return {"pipeline_slots": {d: c.pipeline_slots for d, c in cfgs.items()},
+            "max_batch": cfgs[dtypes[0]].model.max_batch}
 
 
 def measure(args) -> dict:
@@ -68,7 +70,7 @@ def measure(args) -> dict:
     split = json.loads((data_dir / "model" / "manifest.json").read_bytes())["body"]["split_layer"]
     results = {"machine": describe(ROOT, args.threads), "release": how, "model_id": loaded[2], "split": split,
                "num_layers": loaded[0].config.num_hidden_layers, "quick": args.quick,
-               "node1": node1_settings(data_dir, args.threads), "sections": {}}
+               "node1": node1_settings(data_dir, dtypes, args.threads), "sections": {}}
     for i, dtype in enumerate(dtypes):
         plan = QUICK if args.quick else (FULL if i == 0 else SECOND)
         print(f"== {dtype} ==", flush=True)

@@ -54,7 +54,7 @@ Written {time.strftime('%Y-%m-%d %H:%M', time.localtime())} from revision {m['re
 What runs: {r['model_id']} split at layer {k} of {n}. node1 = tokenizer, embedding, layers 0-{k - 1}
 (public `POST /generate`); node2 = layers {k}-{n - 1}, final norm, head, sampling. Both are real gunicorn
 processes on loopback behind the key broker, with the attested handshake and AES-GCM sealed frames
-on, each with `TWINTEE_THREADS={m['node_threads']}`; node1 keeps {r['node1']['pipeline_slots']} pipeline slot(s) (micro-batches
+on, each with `TWINTEE_THREADS={m['node_threads']}`; node1 keeps {slots_text(r['node1']['pipeline_slots'])} pipeline slot(s) (micro-batches
 in flight to node2) of up to {r['node1']['max_batch']} sequences each. The release used: {r['release']}.
 The baseline is transformers' `generate()` (greedy) on the whole unsplit model in the benchmark's own
 process ({m['baseline_threads']} torch threads), on the same prompts, in the same dtype, in the same run,
@@ -73,6 +73,11 @@ Load average (1/5/15 min) when the run started: {" / ".join(str(x) for x in m["l
 ended: {" / ".join(str(x) for x in r.get("load_average_end", []))}. Anything else running on the machine slows
 both sides, and the 2-thread baseline more than the 1-thread nodes (its threads wait for each other).
 """
+
+
+def slots_text(slots: dict | int) -> str:
+    """{dtype: slots} -> "2 (float32), 1 (q4_1)"; a run recorded before slots depended on the dtype has one number."""
+    return str(slots) if isinstance(slots, int) else ", ".join(f"{n} ({d})" for d, n in slots.items())
 
 
 def kernel_text(r: dict) -> str:

@@ -9,6 +9,20 @@ from shared.config import GUNICORN_THREADS, ConfigError, ModelSettings, TeeSetti
 CONTROL_THREADS = 16  # gunicorn threads kept free of generations for /health, /metrics, /attestation
 
 
+def default_pipeline_slots(dtype: str) -> int:
+    """Micro-batches in flight to node2 unless TWINTEE_PIPELINE_SLOTS says otherwise.
+
+    Two let both nodes compute at once, each on its own cores. float32 and bfloat16 gain from that
+    even on one 2-core machine: their one-row steps are memory-bound and barely faster on a second
+    thread (8 clients: 95.7 tok/s with two slots, 64.7 with one). The q4_1 kernel's steps are
+    compute-bound and use both cores well. It also shares each block's dequantization between rows
+    only from 4 rows up, so halving a batch nearly doubles its cost: 4 clients on one 2-core machine
+    got 113.7 tok/s as two batches of 2 and 199.7 as one batch of 4, on the AVX2 imitation.
+    Nodes on machines of their own may still gain from two slots with q4_1: set it there.
+    """
+    return 1 if dtype == "q4_1" else 2
+
+
 @dataclass(frozen=True)
 class Node1Config:
     host: str = "127.0.0.1"
@@ -20,7 +34,7 @@ class Node1Config:
     model: ModelSettings = field(default_factory=ModelSettings)
     tee: TeeSettings = field(default_factory=TeeSettings)
     max_body_bytes: int = 1 << 20
-    pipeline_slots: int = 2  # micro-batches in flight between node1 and node2
+    pipeline_slots: int = 2  # micro-batches in flight between node1 and node2 (default_pipeline_slots)
     # Generations at once; a streaming one holds one of gunicorn's GUNICORN_THREADS threads, so this
     # leaves 16 for /health, /metrics and /attestation under any load (issue 12: 32 long generations
     # starved them). 32 because issue 13's load test runs 32 concurrent clients with zero 5xx.
@@ -67,16 +81,17 @@ class Node1Config:
         node2_url = env_str(env, "TWINTEE_NODE2_URL", "http://127.0.0.1:5001")
         step_port = env_int(env, "TWINTEE_NODE2_STEP_PORT", 5004)  # the variable node2 listens by
         node2_host = urlsplit(node2_url).hostname  # a URL that is not http(s) is refused below anyway
+        model = ModelSettings.from_env(env)
         return cls(
             host=env_str(env, "TWINTEE_NODE1_HOST", "127.0.0.1"),
             port=env_int(env, "TWINTEE_NODE1_PORT", 5002),
             node2_url=node2_url,
             node2_step_url=env_str(env, "TWINTEE_NODE2_STEP_URL",
                                    f"tcp://{node2_host}:{step_port}" if step_port and node2_host else ""),
-            model=ModelSettings.from_env(env),
+            model=model,
             tee=TeeSettings.from_env(env),
             max_body_bytes=env_int(env, "TWINTEE_MAX_BODY_BYTES", 1 << 20),
-            pipeline_slots=env_int(env, "TWINTEE_PIPELINE_SLOTS", 2),
+            pipeline_slots=env_int(env, "TWINTEE_PIPELINE_SLOTS", default_pipeline_slots(model.dtype)),
             max_concurrent=env_int(env, "TWINTEE_MAX_CONCURRENT", 32),
             node2_recovery_s=env_float(env, "TWINTEE_NODE2_RECOVERY_S", 60.0),
             shutdown_deadline_s=env_float(env, "TWINTEE_SHUTDOWN_DEADLINE_S", 20.0),

@@ -13,6 +13,15 @@ def test_defaults_from_an_empty_environment():
     assert c1.tee.kind == "simulated" and c1.pipeline_slots == 2
 
 
+@pytest.mark.parametrize("env, slots", [
+    ({"TWINTEE_DTYPE": "q4_1"}, 1),  # one batch: the q4 kernel shares dequantization from 4 rows up
+    ({"TWINTEE_DTYPE": "float32"}, 2),
+    ({"TWINTEE_DTYPE": "q4_1", "TWINTEE_PIPELINE_SLOTS": "2"}, 2),
+])
+def test_pipeline_slots_default_by_dtype_and_obey_the_variable(env, slots):
+    assert Node1Config.from_env(env).pipeline_slots == slots
+
+
 @pytest.mark.parametrize("env, names", [
     ({"TWINTEE_MAX_BATCH": "lots"}, "TWINTEE_MAX_BATCH"),
     ({"TWINTEE_DTYPE": "int4"}, "TWINTEE_DTYPE"),
