@@ -94,11 +94,10 @@ class SealedChannel:
             if self.expired:
                 raise ChannelExpired("channel is past its frame or age limit")
             seq = self._sent
-            sealed_header = {**header, "ch": self._channel, "dir": self._send_dir, "seq": seq}
-            body = self._send.encrypt(frame_nonce(self._send_dir, seq), plaintext,
-                                      canonical_json(sealed_header))
+            head = canonical_json({**header, "ch": self._channel, "dir": self._send_dir, "seq": seq})
+            body = self._send.encrypt(frame_nonce(self._send_dir, seq), plaintext, head)
             self._sent += 1
-        return wire.encode_frame(sealed_header, body)
+        return wire.encode_raw_frame(head, body)
 
     def open(self, frame: bytes) -> tuple[dict, bytes]:
         """-> (header as sent, including ch/dir/seq; plaintext), or raises FrameRejected."""

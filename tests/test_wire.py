@@ -1,6 +1,11 @@
 """The wire format: frames, canonical headers, step and token messages, and refusals of malformed input."""
+import json
+import struct
+
 import pytest
 import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from shared import wire
 
@@ -64,7 +69,47 @@ def test_segments_that_do_not_replay_a_session_from_its_start_are_refused(segmen
 
 def test_tensor_payload_is_never_unpickled():
     with pytest.raises(wire.WireError):
-        wire.bytes_to_tensors(b"\x80\x04\x95pickle")
+        wire.read_payload(b"\x80\x04\x95pickle", "hidden", wire.HIDDEN_DTYPES)
+
+
+@pytest.mark.parametrize("tensor, meta", [(torch.randn(3, 8), {"open": "{}"}), (torch.randn(1, 576).bfloat16(), {"open": '{"x": 1}'}),
+                                          (torch.zeros(0, 0), {"open": "{}"}), (torch.randn(2, 4).half(), {"z": "1", "a": "\u00e9\\"})])
+def test_frames_carry_the_bytes_the_safetensors_library_writes_and_reads(tensor, meta):
+    ours = wire.safetensors_bytes("hidden", wire.SAFETENSORS_DTYPES[tensor.dtype], list(tensor.shape),
+                                  tensor.contiguous().view(torch.uint8).numpy().tobytes(), meta)
+    if len(meta) == 1:  # the library writes several in its hash map's order
+        assert ours == st_save({"hidden": tensor}, metadata=meta)
+    assert torch.equal(st_load(ours)["hidden"], tensor)
+    payload = wire.read_payload(ours, "hidden", wire.HIDDEN_DTYPES)
+    assert torch.equal(wire.payload_tensor(payload), tensor) and payload.metadata == meta
+
+
+def test_a_tokens_body_is_the_librarys_bytes_too():
+    _, body = wire.tokens_message([{"id": SID, "step": 1, "ok": True}, {"id": "cd" * 16, "step": 0, "ok": False}],
+                                  [42, 0], {"cd" * 16: "refused"})
+    assert body == st_save({"ids": torch.tensor([42, 0])}, metadata={"errors": '{"' + "cd" * 16 + '": "refused"}'})
+
+
+def _payload(head: dict, data: bytes = b"\0" * 16) -> bytes:
+    raw = json.dumps(head).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+GOOD = {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}
+
+
+@pytest.mark.parametrize("body", [
+    b"\x01", struct.pack("<Q", 10**6) + b"{}", struct.pack("<Q", 2) + b"{x", _payload([GOOD]),
+    _payload({}), _payload({"other": GOOD}), _payload({"hidden": GOOD, "more": GOOD}),
+    _payload({"hidden": {**GOOD, "dtype": "I64"}}), _payload({"hidden": {**GOOD, "dtype": "F64"}}),
+    _payload({"hidden": {**GOOD, "shape": [2, 3]}}), _payload({"hidden": {**GOOD, "shape": [2, -2]}}),
+    _payload({"hidden": {**GOOD, "shape": [True, 4]}}), _payload({"hidden": {**GOOD, "shape": "2x2"}}),
+    _payload({"hidden": {**GOOD, "data_offsets": [8, 24]}}), _payload({"hidden": GOOD}, b"\0" * 15),
+    _payload({"hidden": {**GOOD, "extra": 1}}), _payload({"hidden": GOOD, "__metadata__": {"open": 1}}),
+    _payload({"hidden": GOOD, "__metadata__": ["open"]}), _payload({"hidden": None})])
+def test_malformed_tensor_payloads_are_refused(body):
+    with pytest.raises(wire.WireError):
+        wire.read_payload(body, "hidden", wire.HIDDEN_DTYPES)
 
 
 def test_tokens_round_trip():
