@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from node2.sampling import logprobs, sample, session_seed
+from node2.sampling import argmax_rows, logprobs, sample, session_seed
 from shared import memory, model, wire
 from shared.config import ModelSettings
 from shared.kv import CacheOverflow, SessionCache
@@ -58,17 +58,17 @@ class Engine:
             self._expire_idle()
             if had and not self.sessions:
                 memory.trim()  # the last session left: its cache and activations go back to the OS
-            live, errors, row, rows = [], {}, 0, []
+            live, errors, row, spans = [], {}, 0, []
             for e in entries:
                 try:
                     live.append((e, self._session_for(e, opens.get(e["id"]))))
-                    rows.append(torch.arange(row, row + e["n"]))
+                    spans.append((row, row + e["n"]))
                 except StepError as err:
                     errors[e["id"]] = str(err)
                     self.sessions.pop(e["id"], None)
                 row += e["n"]
             if live and errors:  # drop the rows of refused sessions; the others still run
-                hidden = hidden[torch.cat(rows)]
+                hidden = hidden[torch.cat([torch.arange(a, b) for a, b in spans])]
             t0 = time.perf_counter()
             self.settings.use_threads_for(hidden.shape[0], alone)
             tokens = self._forward_isolated(hidden, live, errors) if live else {}
@@ -131,12 +131,16 @@ class Engine:
         # hidden: [N, D] rows of the live sessions, in order
         seqs = [seq for e, sess in live for seq in model.segments(sess.cache, e["pos"], wire.segments_of(e))]
         y = model.run_layers(self.part, hidden.to(self.part.dtype), seqs)
-        last = torch.cumsum(torch.tensor([e["n"] for e, _ in live]), 0) - 1  # [B] each sequence's last row
-        logits = model.logits(self.part, y[last])  # [B, V]
+        if len(live) < y.shape[0]:  # some sequence brought several tokens: keep each one's last row
+            y = y[torch.cumsum(torch.tensor([e["n"] for e, _ in live]), 0) - 1]
+        logits = model.logits(self.part, y)  # [B, V]
+        # Every greedy row's pick in one scan: per row, each small tensor op costs more than its work.
+        picks = argmax_rows(logits) if any(sess.sampling.greedy for _, sess in live) else None
         out = {}
         for i, (e, sess) in enumerate(live):
             try:
-                out[e["id"]] = token = sample(logits[i], sess.sampling, sess.seed, e["pos"] + e["n"])
+                out[e["id"]] = token = (picks[i] if sess.sampling.greedy else
+                                        sample(logits[i], sess.sampling, sess.seed, e["pos"] + e["n"]))
                 if sess.sampling.logprobs is not None:  # only the sessions that asked pay for a top-k
                     out[e["id"]] = wire.SampledToken(token, *logprobs(logits[i], token, sess.sampling.logprobs))
             except RuntimeError as exc:  # e.g. non-finite logits: this session ends, the others go on

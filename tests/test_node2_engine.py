@@ -5,7 +5,7 @@ from safetensors.torch import load_file
 
 from node2.engine import Engine
 from node2 import engine as engine_module
-from node2.sampling import argmax, generator, sample, session_seed
+from node2.sampling import argmax, argmax_rows, generator, sample, session_seed
 from shared.config import ModelSettings
 from shared.sampling import SamplingParams
 from shared.spec import ModelSpec
@@ -87,6 +87,30 @@ def test_the_greedy_token_of_a_batch_row_is_its_first_largest():
     wide = torch.randn(2, 49152)  # a row of a batch's [B, V] logits, as the engine passes it
     wide[1, 7], wide[1, 40000] = 1e9, 1e9
     assert argmax(wide[1]) == int(torch.argmax(wide[1])) == 7
+
+
+def test_a_batch_of_greedy_rows_is_picked_as_each_row_alone():
+    rows = [[0.5, 2.0, 2.0, -1.0], [1.0, float("nan"), 3.0, float("nan")], [float("-inf")] * 4,
+            [float("inf"), 1.0, float("inf"), 0.0], [3.0, 1.0, 2.0, 3.0]]
+    logits = torch.tensor(rows)
+    assert argmax_rows(logits) == [argmax(row) for row in logits] == [1, 1, 0, 0, 0]
+    assert argmax_rows(torch.randn(0, 4)) == []
+
+
+def test_greedy_and_sampled_sessions_in_one_step_each_get_their_own_token(engine):
+    # One step batching two greedy sessions around a seeded one: each gets the token it gets alone.
+    sessions = [("a" * 32, {}), ("b" * 32, {"temperature": 1.0, "seed": 5}), ("c" * 32, {})]
+    torch.manual_seed(0)
+    hiddens = [torch.randn(3, engine.part.spec.hidden) * 4 for _ in sessions]
+    alone = []
+    for (sid, params), hidden in zip(sessions, hiddens):
+        _, (tok,), _ = Engine(engine.part, engine.settings).step(
+            [{"id": sid, "step": 0, "pos": 0, "n": 3}], hidden, {sid: {"capacity": 8, **params}}, [])
+        alone.append(tok)
+    entries = [{"id": sid, "step": 0, "pos": 0, "n": 3} for sid, _ in sessions]
+    batched = Engine(engine.part, engine.settings, max_sessions=len(sessions))
+    _, toks, errors = batched.step(entries, torch.cat(hiddens), {sid: {"capacity": 8, **p} for sid, p in sessions}, [])
+    assert not errors and toks == alone and alone[0] != alone[2]
 
 
 def test_a_seeded_draw_depends_on_seed_and_position_only():
