@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import save as st_save
 
 from node2.sampling import logprobs, sample
 from shared import wire
@@ -54,6 +55,6 @@ def test_tokens_frame_carries_logprobs_only_for_sessions_that_asked():
                                    {A: [-1.0, [[-1, -1.0]]]}, {A: "x"}, [1]])
 def test_malformed_logprobs_from_the_peer_are_refused(value):
     header, _ = wire.tokens_message([{"id": A, "step": 0, "ok": True}], [7], {})
-    body = wire.st_save({"ids": torch.tensor([7])}, metadata={"errors": "{}", "logprobs": json.dumps(value)})
+    body = st_save({"ids": torch.tensor([7])}, metadata={"errors": "{}", "logprobs": json.dumps(value)})
     with pytest.raises(wire.WireError):
         wire.parse_tokens(header, body)
