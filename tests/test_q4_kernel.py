@@ -115,3 +115,26 @@ def test_the_path_follows_the_cpu_flags_and_the_cap():
 def test_malformed_blocks_are_refused(order):
     with pytest.raises(RuntimeError, match="row bytes"):
         ORDERS[order](rows(1, 576), random_blocks(8, 512, "q4_1"), "q4_1", PATH)
+
+
+@pytest.mark.parametrize("kind", ["q4_1", "q8_0"])
+def test_embedding_rows_are_the_dequantized_rows_bit_for_bit(kind):
+    table = random_blocks(300, 576, kind, seed=3)
+    blocks = table.view(300, -1, BLOCK_BYTES[kind])
+    # scales and minimums at float16's edges: the largest, subnormal, negative, zero
+    for i, bits in enumerate((0x7BFF, 0x0001, 0xBC00, 0x0000)):
+        blocks[7 + i, :, 0:2] = torch.tensor([bits & 0xFF, bits >> 8], dtype=torch.uint8)
+        if kind == "q4_1":
+            blocks[20 + i, :, 2:4] = torch.tensor([bits & 0xFF, bits >> 8], dtype=torch.uint8)
+    ids = torch.tensor([0, 299, 7, 8, 9, 10, 20, 21, 22, 23, 7, 150])
+    got = kernel.rows(table, ids, kind)
+    assert got.shape == (len(ids), 576)
+    assert torch.equal(got.view(torch.int32), dequantize(table[ids], kind).view(torch.int32))
+    assert kernel.rows(table, torch.tensor([], dtype=torch.long), kind).shape == (0, 576)
+
+
+def test_an_id_outside_the_table_is_refused():
+    with pytest.raises(RuntimeError, match="outside the table"):
+        kernel.rows(random_blocks(4, 64, "q8_0"), torch.tensor([4]), "q8_0")
+    with pytest.raises(RuntimeError, match="outside the table"):
+        kernel.rows(random_blocks(4, 64, "q8_0"), torch.tensor([-1]), "q8_0")

@@ -42,6 +42,12 @@ def mm(x: torch.Tensor, blocks: torch.Tensor, kind: str, isa: str) -> torch.Tens
     return torch.ops.twintee_q4.mm(x.contiguous(), blocks, KIND_CODES[kind], ISA_CODES[isa])
 
 
+def rows(blocks: torch.Tensor, ids: torch.Tensor, kind: str) -> torch.Tensor:
+    """blocks: [R, K / 32 * bytes] uint8, ids: [N] int64 -> [N, K] float32, those rows dequantized exactly."""
+    load()
+    return torch.ops.twintee_q4.rows(blocks, ids, KIND_CODES[kind])
+
+
 def prompt_mm(x: torch.Tensor, blocks: torch.Tensor, kind: str, isa: str) -> torch.Tensor:
     """As `mm`, in the prompt order (panel.h): for the rows of a prompt, never a token's decode row."""
     load()
