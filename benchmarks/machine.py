@@ -28,11 +28,15 @@ def cpu_info() -> tuple[str, list[str]]:
     return model, sorted(f for f in flags if f.startswith(INTERESTING_FLAGS))
 
 
+# What the bench itself writes: a run of one CPU kind right after another's is not "uncommitted changes".
+BENCH_OUTPUTS = (":(exclude)benchmarks/RESULTS.md", ":(exclude)benchmarks/results-*.png", ":(exclude)benchmarks/runs")
+
+
 def git_revision(root) -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *BENCH_OUTPUTS],
+                               cwd=root, capture_output=True, text=True).stdout.strip()
     except OSError:
         return "unknown"
     return f"{rev}{' + uncommitted changes' if dirty else ''}" if rev else "unknown"
