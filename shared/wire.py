@@ -50,8 +50,8 @@ def decode_frame(frame: bytes) -> Frame:
     raw = frame[8 : 8 + n]
     try:
         header = json.loads(raw)
-    except ValueError as e:
-        raise WireError("frame header is not JSON") from e
+    except (ValueError, RecursionError):  # RecursionError: brackets nested past the parser's depth
+        raise WireError("frame header is not JSON") from None
     if not isinstance(header, dict) or canonical_json(header) != raw:
         raise WireError("frame header is not canonical JSON")
     return Frame(header, raw, frame[8 + n :])
@@ -101,14 +101,15 @@ def read_payload(body: bytes, name: str, dtypes: dict[str, torch.dtype]) -> Payl
         raise WireError("tensor payload's header length is out of range")
     try:
         head = json.loads(body[8 : 8 + n])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         raise WireError("tensor payload's header is not JSON") from None
     if not isinstance(head, dict) or set(head) - {"__metadata__"} != {name}:
         raise WireError(f"payload must hold exactly the tensor {name!r}")
     meta, entry, data = head.get("__metadata__") or {}, head[name], body[8 + n :]
     if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
         raise WireError("payload metadata must map names to strings")
-    if not (isinstance(entry, dict) and set(entry) == {"dtype", "shape", "data_offsets"} and entry["dtype"] in dtypes
+    if not (isinstance(entry, dict) and set(entry) == {"dtype", "shape", "data_offsets"}
+            and isinstance(entry["dtype"], str) and entry["dtype"] in dtypes
             and isinstance(entry["shape"], list) and all(_nonneg_int(d) for d in entry["shape"])):
         raise WireError(f"tensor {name!r} needs a dtype of {sorted(dtypes)} and a shape of non-negative integers")
     dtype = dtypes[entry["dtype"]]
@@ -185,7 +186,7 @@ def parse_step(header: dict, body: bytes) -> tuple[list[dict], torch.Tensor, dic
         raise WireError("hidden tensor rows do not add up to the sessions' token counts")
     try:
         opens = json.loads(meta.get("open", "{}"))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise WireError("open metadata is not JSON") from exc
     if not isinstance(opens, dict):
         raise WireError("open metadata is not an object")
@@ -256,7 +257,7 @@ def parse_tokens(header: dict, body: bytes) -> tuple[list[dict], list[int], dict
     ids, meta = list(struct.unpack(f"<{len(results)}q", payload.data)), payload.metadata
     try:
         errors = json.loads(meta.get("errors", "{}"))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise WireError("errors metadata is not JSON") from exc
     return results, _with_logprobs(results, ids, meta.get("logprobs")), errors
 
@@ -267,7 +268,7 @@ def _with_logprobs(results: list[dict], ids: list[int], raw: str | None) -> list
         return ids
     try:
         logprobs = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise WireError("logprobs metadata is not JSON") from exc
     if not isinstance(logprobs, dict):
         raise WireError("logprobs metadata is not an object")

@@ -18,7 +18,11 @@ def test_frame_round_trip_keeps_raw_header():
     assert header == {"a": [1, 2], "b": 1} and raw == b'{"a":[1,2],"b":1}' and body == b"\x00body"
 
 
-@pytest.mark.parametrize("frame", [b"", b"XX01\x00\x00\x00\x02{}", b"TT01\xff\xff\xff\xff{}", b"TT01\x00\x00\x00\x03{ }x"])
+DEEP = b"[" * 60000
+
+
+@pytest.mark.parametrize("frame", [b"", b"XX01\x00\x00\x00\x02{}", b"TT01\xff\xff\xff\xff{}", b"TT01\x00\x00\x00\x03{ }x",
+                                   b"TT01" + len(DEEP).to_bytes(4, "big") + DEEP])
 def test_malformed_frames_are_refused(frame):
     with pytest.raises(wire.WireError):
         wire.decode_frame(frame)
@@ -106,7 +110,8 @@ GOOD = {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}
     _payload({"hidden": {**GOOD, "shape": [True, 4]}}), _payload({"hidden": {**GOOD, "shape": "2x2"}}),
     _payload({"hidden": {**GOOD, "data_offsets": [8, 24]}}), _payload({"hidden": GOOD}, b"\0" * 15),
     _payload({"hidden": {**GOOD, "extra": 1}}), _payload({"hidden": GOOD, "__metadata__": {"open": 1}}),
-    _payload({"hidden": GOOD, "__metadata__": ["open"]}), _payload({"hidden": None})])
+    _payload({"hidden": GOOD, "__metadata__": ["open"]}), _payload({"hidden": None}),
+    _payload({"hidden": {**GOOD, "dtype": ["F32"]}}), struct.pack("<Q", len(DEEP)) + DEEP, struct.pack("<Q", 2) + b"\xff\xfe"])
 def test_malformed_tensor_payloads_are_refused(body):
     with pytest.raises(wire.WireError):
         wire.read_payload(body, "hidden", wire.HIDDEN_DTYPES)
