@@ -60,6 +60,8 @@ def test_steps_on_one_connection_round_trip_in_order(server, node2_runtime, node
     (lambda n1: step_frame(SealedChannel(channel_keys(), "initiator")), 409, "no such channel"),
     (lambda n1: flip_last_byte(step_frame(n1)), 400, "tag"),
     (lambda n1: b"POST /v1/step HTTP/1.1", 400, "not a TwinTEE frame"),
+    # A stranger's header nested past the JSON parser's depth: read before any tag is checked.
+    (lambda n1: b"TT01" + (60000).to_bytes(4, "big") + b"[" * 60000, 400, "not JSON"),
 ])
 def test_a_refused_frame_is_answered_with_its_status_then_closed(server, node2_runtime, node1, make, status, words):
     sock = connect(server)
