@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from attestation.canonical import hex_field
+from attestation.canonical import JsonError, hex_field, parse_json
 
 INFO = b"twintee/sealed-generate/v1"
 EVENT_AD = b"twintee/sealed-event/v1"
@@ -67,15 +67,16 @@ def open_request(body, private_key: X25519PrivateKey) -> tuple[dict, bytes]:
         plain = SUITE.decrypt(enc + ciphertext, private_key, info=INFO)
     except (InvalidTag, ValueError):
         raise SealedRequestError("the sealed request does not open with node1's attested key") from None
-    try:
-        inner = json.loads(plain)
-        key = bytes.fromhex(inner["response_key"])
-        req = inner["request"]
-    except (ValueError, TypeError, KeyError):
-        raise SealedRequestError("the opened request must be {\"request\": {...}, \"response_key\": hex}") from None
-    if len(key) != KEY_BYTES or not isinstance(req, dict):
-        raise SealedRequestError(f"'response_key' must be {KEY_BYTES} bytes and 'request' an object")
-    return req, key
+    try:  # the one strict reader: anyone can seal to node1's public key, so this is outside input
+        inner = parse_json(plain)
+    except JsonError as exc:
+        raise SealedRequestError(f"the opened request: {exc}") from None
+    if not isinstance(inner, dict) or "request" not in inner or not isinstance(inner.get("response_key"), str):
+        raise SealedRequestError("the opened request must be {\"request\": {...}, \"response_key\": hex}")
+    key = hex_field(inner["response_key"], KEY_BYTES)
+    if key is None or not isinstance(inner["request"], dict):
+        raise SealedRequestError(f"'response_key' must be {KEY_BYTES} bytes of hex and 'request' an object")
+    return inner["request"], key
 
 
 def _hex(body: dict, name: str) -> bytes:

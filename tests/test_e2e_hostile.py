@@ -13,9 +13,10 @@ import time
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from requests.adapters import HTTPAdapter
 
-from shared import step_stream
+from shared import sealed_protocol, step_stream
 from shared.handshake import VERSION
 from tests.e2e import counter, start_stack
 
@@ -167,6 +168,21 @@ def test_non_json_and_malformed_json_get_a_json_4xx_from_every_json_endpoint(sta
         r = requests.post(url, timeout=10, **{**kwargs, "headers": {**kwargs["headers"], **stack.auth}})
         assert r.status_code == status and "error" in r.json(), (url, r.status_code)
     assert requests.get(stack.url("node2") + "/health", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("plain", [
+    b"[" * 60_000,  # a 500 from both routes before the opened request was read by parse_json
+    b'{"request": {"prompt": "\\ud800"}, "response_key": "' + b"ab" * 32 + b'"}',
+], ids=["nested", "lone-surrogate"])
+def test_a_malformed_request_sealed_to_node1s_attested_key_gets_a_json_400(stack, plain):
+    """node1's public key is on its attestation for anyone to seal to: what opens is outside input."""
+    node1_key = X25519PublicKey.from_public_bytes(bytes.fromhex(node1_evidence_over(stack, "00" * 32)["public_key"]))
+    sealed = sealed_protocol.SUITE.encrypt(plain, node1_key, info=sealed_protocol.INFO)
+    body = {"enc": sealed[:32].hex(), "ciphertext": sealed[32:].hex()}
+    for path in ("/v1/sealed/generate", "/v1/sealed/openai"):
+        r = requests.post(stack.url("node1") + path, json=body, timeout=10)
+        assert r.status_code == 400 and "error" in r.json(), (path, r.status_code)
+    assert requests.get(stack.url("node1") + "/health", timeout=10).status_code == 200
 
 
 def test_every_process_is_non_dumpable_with_no_core_files(stack):

@@ -243,7 +243,11 @@ def seal_raw(rt, plain: bytes) -> dict:
 
 
 @pytest.mark.parametrize("plain, message", [
-    (b"not json", "the opened request must be"),
+    (b"not json", "the opened request: the request body is not valid JSON"),
+    # Anyone can seal to node1's public key: what opens is outside input, read as strictly as a body.
+    (b"[" * 60_000, "the opened request: the request body nests deeper than 64 levels"),
+    (b'{"request": {"prompt": "\\ud800"}, "response_key": "' + b"ab" * 32 + b'"}', "not valid Unicode"),
+    (json.dumps({"request": {"prompt": "x"}, "response_key": " ab" * 32}).encode(), "'response_key' must be 32 bytes"),
     (json.dumps({"request": {"prompt": "x"}}).encode(), "the opened request must be"),
     (json.dumps({"request": {"prompt": "x"}, "response_key": "ab"}).encode(), "'response_key' must be 32 bytes"),
     (json.dumps({"request": {"prompt": ""}, "response_key": "ab" * 32}).encode(), "inner request: give either"),
