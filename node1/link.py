@@ -4,10 +4,10 @@ unreachable or the frame too long for it.
 
 Frames on a channel must arrive in sequence, so one lock covers seal -> send -> open.
 """
-import json
 import threading
 import time
 
+from attestation.canonical import JsonError, parse_json
 from attestation.errors import AttestationError
 from node1.config import step_address
 from node1.node2_http import Node2Http, Node2Unreachable
@@ -159,6 +159,6 @@ class Node2Link:
 
 def _error_of(status: int, content: bytes) -> str:
     try:
-        return str(json.loads(content).get("error", status))
-    except (ValueError, AttributeError):
+        return str(parse_json(content).get("error", status))
+    except (JsonError, AttributeError):
         return str(status)

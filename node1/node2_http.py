@@ -10,6 +10,8 @@ import json
 import select
 from urllib.parse import urlsplit
 
+from attestation.canonical import JsonError, parse_json
+
 
 class Node2Unreachable(OSError):
     """No answer from node2: refused, reset, timed out or closed mid-reply."""
@@ -78,8 +80,8 @@ class Node2Http:
 
 
 def _json_or_empty(body: bytes) -> dict:
-    try:
-        out = json.loads(body)
-    except ValueError:
+    try:  # parse_json: whatever answers on node2's address is not trusted before the handshake
+        out = parse_json(body)
+    except JsonError:
         return {}
     return out if isinstance(out, dict) else {}

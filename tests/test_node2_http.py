@@ -53,3 +53,36 @@ def test_a_fresh_connection_that_fails_is_not_retried():
     with pytest.raises(Node2Unreachable):
         client.post("/v1/step", b"frame", "application/octet-stream")
     assert client.get_json("/health", 1) is None
+
+
+class AnswersWith(BaseHTTPRequestHandler):
+    """Whatever answers on node2's address before the handshake: here, a body set by the test."""
+
+    protocol_version = "HTTP/1.1"
+    body = b""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    do_GET = do_POST
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("body", [b"[" * 60_000, b'{"ok": "\\ud800"}', b"not json", b"[1]"],
+                         ids=["nested", "lone-surrogate", "not-json", "not-an-object"])
+def test_a_reply_that_is_not_a_json_object_reads_as_empty_never_raising(body, monkeypatch):
+    monkeypatch.setattr(AnswersWith, "body", body)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), AnswersWith)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = Node2Http(f"http://127.0.0.1:{srv.server_address[1]}", timeout=5)
+        assert client.get_json("/health", 5) == {}  # a RecursionError from the nested body before
+        assert client.post_json("/v1/handshake/hello", {}, 5) == (200, {})
+    finally:
+        srv.shutdown()
