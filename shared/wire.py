@@ -39,6 +39,18 @@ def encode_raw_frame(head: bytes, body: bytes) -> bytes:
     return MAGIC + struct.pack(">I", len(head)) + head + body
 
 
+def _json_object(raw: bytes | str, what: str) -> dict:
+    """A JSON object from a frame, or WireError naming `what`. RecursionError too: brackets nested past
+    the parser's depth, which a frame's header can carry before anything authenticates it."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise WireError(f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise WireError(f"{what} is not an object")
+    return value
+
+
 def decode_frame(frame: bytes) -> Frame:
     """Checks the framing and the header's canonical form once; a receiver routes on the header and
     hands the same Frame to SealedChannel.open_decoded."""
@@ -48,11 +60,8 @@ def decode_frame(frame: bytes) -> Frame:
     if n > MAX_HEADER_BYTES or 8 + n > len(frame):
         raise WireError("frame header length out of range")
     raw = frame[8 : 8 + n]
-    try:
-        header = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: brackets nested past the parser's depth
-        raise WireError("frame header is not JSON") from None
-    if not isinstance(header, dict) or canonical_json(header) != raw:
+    header = _json_object(raw, "frame header")
+    if canonical_json(header) != raw:
         raise WireError("frame header is not canonical JSON")
     return Frame(header, raw, frame[8 + n :])
 
@@ -99,11 +108,8 @@ def read_payload(body: bytes, name: str, dtypes: dict[str, torch.dtype]) -> Payl
     (n,) = struct.unpack("<Q", body[:8])
     if n > len(body) - 8:
         raise WireError("tensor payload's header length is out of range")
-    try:
-        head = json.loads(body[8 : 8 + n])
-    except (ValueError, RecursionError):
-        raise WireError("tensor payload's header is not JSON") from None
-    if not isinstance(head, dict) or set(head) - {"__metadata__"} != {name}:
+    head = _json_object(body[8 : 8 + n], "tensor payload's header")
+    if set(head) - {"__metadata__"} != {name}:
         raise WireError(f"payload must hold exactly the tensor {name!r}")
     meta, entry, data = head.get("__metadata__") or {}, head[name], body[8 + n :]
     if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
@@ -184,13 +190,7 @@ def parse_step(header: dict, body: bytes) -> tuple[list[dict], torch.Tensor, dic
         raise WireError("hidden tensor's dtype or shape differs from the header")
     if hidden.dim() != 2 or hidden.shape[0] != sum(e["n"] for e in entries):
         raise WireError("hidden tensor rows do not add up to the sessions' token counts")
-    try:
-        opens = json.loads(meta.get("open", "{}"))
-    except (ValueError, RecursionError) as exc:
-        raise WireError("open metadata is not JSON") from exc
-    if not isinstance(opens, dict):
-        raise WireError("open metadata is not an object")
-    return entries, hidden, opens, close
+    return entries, hidden, _json_object(meta.get("open", "{}"), "open metadata"), close
 
 
 def _check_segments(e: dict) -> None:
@@ -255,10 +255,7 @@ def parse_tokens(header: dict, body: bytes) -> tuple[list[dict], list[int], dict
     if len(payload.shape) != 1 or payload.shape[0] != len(results):
         raise WireError("token ids do not match the sessions in the header")
     ids, meta = list(struct.unpack(f"<{len(results)}q", payload.data)), payload.metadata
-    try:
-        errors = json.loads(meta.get("errors", "{}"))
-    except (ValueError, RecursionError) as exc:
-        raise WireError("errors metadata is not JSON") from exc
+    errors = _json_object(meta.get("errors", "{}"), "errors metadata")
     return results, _with_logprobs(results, ids, meta.get("logprobs")), errors
 
 
@@ -266,12 +263,7 @@ def _with_logprobs(results: list[dict], ids: list[int], raw: str | None) -> list
     """The ids, each one whose session got logprobs as a SampledToken carrying them."""
     if raw is None:
         return ids
-    try:
-        logprobs = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise WireError("logprobs metadata is not JSON") from exc
-    if not isinstance(logprobs, dict):
-        raise WireError("logprobs metadata is not an object")
+    logprobs = _json_object(raw, "logprobs metadata")
     index = {r.get("id"): i for i, r in enumerate(results) if isinstance(r, dict)}
     for sid, value in logprobs.items():
         if sid not in index:

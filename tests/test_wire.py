@@ -122,6 +122,14 @@ def test_tokens_round_trip():
     assert wire.parse_tokens(header, body) == ([{"id": SID, "step": 1, "ok": True}], [42], {})
 
 
+@pytest.mark.parametrize("errors", ["[]", '"refused"', "[" * 60_000, "{"])
+def test_a_tokens_frame_whose_errors_are_not_an_object_is_refused(errors):
+    header, _ = wire.tokens_message([{"id": SID, "step": 1, "ok": True}], [42], {})
+    body = wire.safetensors_bytes("ids", "I64", [1], struct.pack("<q", 42), {"errors": errors})
+    with pytest.raises(wire.WireError, match="errors metadata"):  # a list reached the scheduler's .get before
+        wire.parse_tokens(header, body)
+
+
 @pytest.mark.parametrize("value, alone", [(True, True), (False, False), (None, False), ("true", False), (1, False)])
 def test_only_a_literal_true_alone_hint_gives_node2_every_core(value, alone):
     header, _ = wire.step_message([], torch.zeros(0, 4), {}, [], alone=True)
