@@ -1,5 +1,5 @@
 """Explains each missed target from measured components and the lean-path profile, never from guesses."""
-from benchmarks.targets import level
+from benchmarks.targets import against_generate, level
 
 
 def profile_lines(p: dict) -> list[str]:
@@ -35,30 +35,32 @@ def bandwidth_line(s: dict) -> str:
     """The memory-bandwidth bound of a single stream on this machine, next to what each side reached."""
     d, p = s["decode"], s["profile"]
     gbs = p.get("bandwidth_all_gbs", p["bandwidth_gbs"])
-    bound = gbs * 1e9 / p["step_weight_bytes"]
+    bound, single = gbs * 1e9 / p["step_weight_bytes"], against_generate(s["dtype"])[0]
     return (f"Memory-bandwidth bound: a token reads the {p['step_weight_bytes'] / 1e6:.0f} MB of weights a step touches "
             f"once; at the measured {gbs:.1f} GB/s (all cores) that is at most {bound:.1f} tokens/s. `generate()` "
             f"reached {d['baseline_tps']:.1f} ({d['baseline_tps'] / bound:.0%} of the bound), the split "
-            f"{d['split_tps']:.1f} ({d['split_tps'] / bound:.0%}); 1.3x `generate()` would be "
-            f"{1.3 * d['baseline_tps'] / bound:.0%} of the bound.")
+            f"{d['split_tps']:.1f} ({d['split_tps'] / bound:.0%}); {single:g}x `generate()` would be "
+            f"{single * d['baseline_tps'] / bound:.0%} of the bound.")
 
 
 def decode_bound(s: dict) -> str:
     d, st, p = s["decode"], s["decode"]["step"], s["profile"]
-    need = 1000 / (1.3 * d["baseline_tps"])
+    single = against_generate(s["dtype"])[0]
+    need = 1000 / (single * d["baseline_tps"])
     alone = next((x for x in p["decode"] if x["batch"] == 1 and x["threads"] > 1), None) or p["decode"][0]
-    text = (f"**Single-stream decode** ({d['ratio']:.2f}x; 1.3x needs a step of at most {need:.1f} ms, it takes "
+    text = (f"**Single-stream decode** ({d['ratio']:.2f}x; {single:g}x needs a step of at most {need:.1f} ms, it takes "
             f"{st['step_ms']:.1f} ms). One stream cannot overlap the nodes: each token goes through node1's layers "
             f"({st['node1_ms']:.1f} ms), the link ({st['cross_ms']:.2f} ms) and node2's step ({st['node2_ms']:.1f} ms) "
             f"in turn, each node on every core while the other waits (a step alone in flight). The same code "
             f"in-process takes {alone['total_ms']:.1f} ms at {alone['threads']} threads (node2's head alone "
             f"{alone['head_ms']:.1f} ms). ")
     gbs = p.get("bandwidth_all_gbs", p["bandwidth_gbs"])
-    need_share = 1.3 * d["baseline_tps"] * p["step_weight_bytes"] / (gbs * 1e9)
+    need_share = single * d["baseline_tps"] * p["step_weight_bytes"] / (gbs * 1e9)
     if need_share > 0.9:
-        why = (" 1.3x `generate()` would need the weights streamed at over 90% of the machine's bandwidth: "
-               "unreachable with the same float32 weights; the lever left is fewer bytes per token "
-               "(bfloat16 halves them; the model's own 4-bit blocks, issue 17, would cut them to a fifth).")
+        why = (f" {single:g}x `generate()` would need the weights streamed at over 90% of the machine's bandwidth: "
+               f"unreachable with the same {s['dtype']} weights" + (
+                   "." if s["dtype"] == "q4_1" else "; the lever left is fewer bytes per token (bfloat16 halves "
+                   "them; the model's own 4-bit blocks, TWINTEE_DTYPE=q4_1, cut them to a fifth)."))
     else:
         why = (f" Neither side is bandwidth-bound here. The stack's step is {st['step_ms'] - alone['total_ms']:.1f} ms "
                f"longer than the same compute in one process: the link, the two workers' Python and the hand-over "
@@ -78,10 +80,10 @@ def matmul_share(p: dict) -> float:
 
 
 def batch_bound(s: dict) -> str:
-    l8, p = level(s, 8), s["profile"]
+    l8, p, eight = level(s, 8), s["profile"], against_generate(s["dtype"])[1]
     busy = l8["busy"]
     lean = next((x for x in p["decode"] if x["batch"] == 8), None)
-    text = (f"**8 clients** ({l8['ratio']:.2f}x of `generate()` batch 8, needs 1.2x; {l8['identical']}/{l8['streams']} "
+    text = (f"**8 clients** ({l8['ratio']:.2f}x of `generate()` batch 8, needs {eight:g}x; {l8['identical']}/{l8['streams']} "
             f"streams identical). The stack ran {l8['mean_batch']:.1f} sequences per step in each slot at "
             f"{l8['step_ms']:.1f} ms a step on node1 (node2's share {l8['node2_ms']:.1f} ms); node1 kept "
             f"{busy['node1']:.2f} and node2 {busy['node2']:.2f} CPU cores busy.")

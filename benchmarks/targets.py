@@ -36,9 +36,14 @@ AGAINST_GENERATE = {"q4_1": (4.0, 2.0)}
 LLAMA_CPP_SHARE, LLAMA_CPP_THREADS = 0.5, 2  # q4_1's single stream against llama.cpp on two threads
 
 
+def against_generate(dtype: str) -> tuple[float, float]:
+    """(single stream, 8 clients): the ratios to generate() a dtype's section is judged by."""
+    return AGAINST_GENERATE.get(dtype, (1.3, 1.2))
+
+
 def judge(section: dict) -> list[Target]:
     d, mem, step = section["decode"], section["memory"], section["decode"]["step"]
-    single, eight = AGAINST_GENERATE.get(section["dtype"], (1.3, 1.2))
+    single, eight = against_generate(section["dtype"])
     out = [Target(f"single-stream decode >= {single:g}x generate()", f"{d['ratio']:.2f}x", d["ratio"], single, True,
                   f">= {single:g}x", f"decode >= {single:g}x")]
     out += llama_cpp_target(section)

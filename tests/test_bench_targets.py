@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from benchmarks import q4
+from benchmarks import bounds, q4
 from benchmarks.targets import judge
 
 
@@ -65,3 +65,23 @@ def test_a_crashing_llama_cpp_costs_one_figure(monkeypatch):
     s["memory"] = {r: {"weight_bytes": 2**20, "of_float32": 0.2} for r in ("node1", "node2")}
     text = "\n".join(q4.markdown(s))
     assert "60.0 tok/s on 1 thread(s)" in text and "2 thread(s) failed (exit status -11)" in text
+
+
+def explained(dtype: str) -> dict:
+    s = section(dtype)
+    s["decode"]["step"].update(node1_ms=15.0, node2_ms=20.0, link_ms=25.0)
+    s["concurrency"]["levels"][0].update(ratio=1.5, mean_batch=8.0, step_ms=60.0, node2_ms=30.0,
+                                         busy={"node1": 0.8, "node2": 0.95})
+    s["profile"] = {"bandwidth_gbs": 20.0, "step_weight_bytes": 97e6,
+                    "decode": [{"batch": 1, "threads": 2, "total_ms": 30.0, "head_ms": 2.0},
+                               {"batch": 8, "threads": 1, "total_ms": 50.0, "head_ms": 8.0, "node1_ms": 20.0,
+                                "node2_ms": 30.0}]}
+    return s
+
+
+@pytest.mark.parametrize("dtype, single, eight", [("float32", "1.3x", "1.2x"), ("q4_1", "4x", "2x")])
+def test_the_explanations_of_missed_targets_use_the_sections_own_targets(dtype, single, eight):
+    s = explained(dtype)  # the q4_1 section's text said "1.3x needs a step of..." and "needs 1.2x" before
+    need = 1000 / (float(single[:-1]) * s["decode"]["baseline_tps"])
+    assert f"; {single} needs a step of at most {need:.1f} ms" in bounds.decode_bound(s)
+    assert f"batch 8, needs {eight};" in bounds.batch_bound(s)
