@@ -13,8 +13,17 @@ from urllib.parse import urlsplit
 from attestation.canonical import JsonError, parse_json
 
 
+# node2's replies are a tokens frame, a handshake message with its evidence or a short JSON: kilobytes.
+# An impostor on node2's address is not trusted before the handshake, nor with node1's memory.
+MAX_REPLY_BYTES = 1 << 20
+
+
 class Node2Unreachable(OSError):
     """No answer from node2: refused, reset, timed out or closed mid-reply."""
+
+
+class ReplyTooLong(http.client.HTTPException):
+    """A reply past MAX_REPLY_BYTES: the connection is dropped, as for one that failed mid-reply."""
 
 
 class Node2Http:
@@ -45,7 +54,10 @@ class Node2Http:
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
-            return resp.status, resp.read()
+            body = resp.read(MAX_REPLY_BYTES + 1)  # never more than that into memory, whatever answers
+            if len(body) > MAX_REPLY_BYTES:
+                raise ReplyTooLong(f"over {MAX_REPLY_BYTES} bytes")
+            return resp.status, body
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise Node2Unreachable(type(exc).__name__) from None

@@ -86,3 +86,36 @@ def test_a_reply_that_is_not_a_json_object_reads_as_empty_never_raising(body, mo
         assert client.post_json("/v1/handshake/hello", {}, 5) == (200, {})
     finally:
         srv.shutdown()
+
+
+class Floods(BaseHTTPRequestHandler):
+    """An impostor on node2's address that claims a 10 GB reply and sends bytes until the client leaves."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(10 * 2**30))
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(b"[" * 65536)
+        except OSError:
+            pass
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_reply_over_the_limit_is_dropped_after_reading_at_most_the_limit():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Floods)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = Node2Http(f"http://127.0.0.1:{srv.server_address[1]}", timeout=5)
+        with pytest.raises(Node2Unreachable, match="ReplyTooLong"):
+            client.post("/v1/step", b"frame", "application/octet-stream")
+        assert client.get_json("/health", 5) is None and client.conn is None  # the connection dropped
+    finally:
+        srv.shutdown()
