@@ -7,10 +7,9 @@ Frames on a channel must arrive in sequence, so one lock covers seal -> send -> 
 import threading
 import time
 
-from attestation.canonical import JsonError, parse_json
 from attestation.errors import AttestationError
 from node1.config import step_address
-from node1.node2_http import Node2Http, Node2Unreachable
+from node1.node2_http import Node2Http, Node2Unreachable, json_or_empty
 from node1.node2_stream import Node2Stream
 from shared import wire
 from shared.channel import FrameRejected, SealedChannel
@@ -158,7 +157,4 @@ class Node2Link:
 
 
 def _error_of(status: int, content: bytes) -> str:
-    try:
-        return str(parse_json(content).get("error", status))
-    except (JsonError, AttributeError):
-        return str(status)
+    return str(json_or_empty(content).get("error", status))

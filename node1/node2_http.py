@@ -54,21 +54,21 @@ class Node2Http:
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
-            body = resp.read(MAX_REPLY_BYTES + 1)  # never more than that into memory, whatever answers
-            if len(body) > MAX_REPLY_BYTES:
+            reply = resp.read(MAX_REPLY_BYTES + 1)  # never more than that into memory, whatever answers
+            if len(reply) > MAX_REPLY_BYTES:
                 raise ReplyTooLong(f"over {MAX_REPLY_BYTES} bytes")
-            return resp.status, body
+            return resp.status, reply
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise Node2Unreachable(type(exc).__name__) from None
 
     def post_json(self, path: str, payload: dict, timeout: float) -> tuple[int, dict]:
         status, body = self.post(path, json.dumps(payload).encode(), "application/json", timeout)
-        return status, _json_or_empty(body)
+        return status, json_or_empty(body)
 
     def get_json(self, path: str, timeout: float) -> dict | None:
         try:
-            return _json_or_empty(self._call("GET", path, None, {}, timeout)[1])
+            return json_or_empty(self._call("GET", path, None, {}, timeout)[1])
         except Node2Unreachable:
             return None
 
@@ -91,7 +91,8 @@ class Node2Http:
         return self.conn
 
 
-def _json_or_empty(body: bytes) -> dict:
+def json_or_empty(body: bytes) -> dict:
+    """A reply's JSON object, or {} for anything else (not JSON, too deep, not an object)."""
     try:  # parse_json: whatever answers on node2's address is not trusted before the handshake
         out = parse_json(body)
     except JsonError:

@@ -41,7 +41,9 @@ def encode_raw_frame(head: bytes, body: bytes) -> bytes:
 
 def _json_object(raw: bytes | str, what: str) -> dict:
     """A JSON object from a frame, or WireError naming `what`. RecursionError too: brackets nested past
-    the parser's depth, which a frame's header can carry before anything authenticates it."""
+    the parser's depth, which a frame's header can carry before anything authenticates it. Not
+    canonical.parse_json: its walk over every value would run on each step's hot path, and a frame's
+    fields are each checked where they are read (the header must also be canonical)."""
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError):
