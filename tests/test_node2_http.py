@@ -1,6 +1,7 @@
 """node1/node2_http.py: one keep-alive connection, and one retry on a fresh one when node2 closed the
 reused connection under us (gunicorn drops keep-alive connections idle for 2 s)."""
 import threading
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -31,12 +32,21 @@ class ClosesAfterEachReply(BaseHTTPRequestHandler):
         pass
 
 
+@contextmanager
+def serving(handler):
+    """-> the URL of a server on loopback answering with `handler`, for as long as the block runs."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+
+
 @pytest.fixture
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), ClosesAfterEachReply)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
+    with serving(ClosesAfterEachReply) as url:
+        yield url
 
 
 def test_a_reused_connection_closed_by_node2_is_retried_once_on_a_fresh_one(server, monkeypatch):
@@ -78,14 +88,10 @@ class AnswersWith(BaseHTTPRequestHandler):
                          ids=["nested", "lone-surrogate", "not-json", "not-an-object"])
 def test_a_reply_that_is_not_a_json_object_reads_as_empty_never_raising(body, monkeypatch):
     monkeypatch.setattr(AnswersWith, "body", body)
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), AnswersWith)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        client = Node2Http(f"http://127.0.0.1:{srv.server_address[1]}", timeout=5)
+    with serving(AnswersWith) as url:
+        client = Node2Http(url, timeout=5)
         assert client.get_json("/health", 5) == {}  # a RecursionError from the nested body before
         assert client.post_json("/v1/handshake/hello", {}, 5) == (200, {})
-    finally:
-        srv.shutdown()
 
 
 class Floods(BaseHTTPRequestHandler):
@@ -110,12 +116,8 @@ class Floods(BaseHTTPRequestHandler):
 
 
 def test_a_reply_over_the_limit_is_dropped_after_reading_at_most_the_limit():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Floods)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        client = Node2Http(f"http://127.0.0.1:{srv.server_address[1]}", timeout=5)
+    with serving(Floods) as url:
+        client = Node2Http(url, timeout=5)
         with pytest.raises(Node2Unreachable, match="ReplyTooLong"):
             client.post("/v1/step", b"frame", "application/octet-stream")
         assert client.get_json("/health", 5) is None and client.conn is None  # the connection dropped
-    finally:
-        srv.shutdown()
