@@ -9,6 +9,7 @@ namespace {
 
 struct V {
   __m256 a, b;  // lanes 0-7, lanes 8-15
+  static constexpr bool FEW_REGISTERS = true;  // 16 ymm: lanes.h dequantizes a column at a time
   static V zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
   static V load(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
   static V broadcast(float f) { return {_mm256_set1_ps(f), _mm256_set1_ps(f)}; }
@@ -23,8 +24,8 @@ struct V {
     const __m256 dm = _mm256_cvtph_ps(_mm_set1_epi32(*reinterpret_cast<const int32_t*>(blk)));
     const __m256 d = _mm256_moveldup_ps(dm), m = _mm256_movehdup_ps(dm);
     // Bytes 0-7 and 8-15 widened once each; byte j holds weight j (low nibble) and j + 16 (high nibble).
-    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4));
-    const __m256i qa = _mm256_cvtepu8_epi32(qs), qb = _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(qs, qs));
+    auto eight = [blk](int at) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + at))); };
+    const __m256i qa = eight(4), qb = eight(12);
     const __m256i mask = _mm256_set1_epi32(0x0F);
     auto w = [&](__m256i q) { return _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), d, m); };  // d*q exact: one rounding
     lo.a = w(_mm256_and_si256(qa, mask));

@@ -9,6 +9,7 @@ namespace {
 
 struct V {
   __m512 v;
+  static constexpr bool FEW_REGISTERS = false;  // 32 zmm hold every column of a tile
   static V zero() { return {_mm512_setzero_ps()}; }
   static V load(const float* p) { return {_mm512_loadu_ps(p)}; }
   static V broadcast(float f) { return {_mm512_set1_ps(f)}; }

@@ -21,6 +21,7 @@ float half_to_float(const uint8_t* p) {  // IEEE binary16 -> binary32, exact (su
 
 struct V {
   float l[16];
+  static constexpr bool FEW_REGISTERS = false;
   static V zero() { return V{}; }
   static V load(const float* p) { V v; std::memcpy(v.l, p, sizeof v.l); return v; }
   static V broadcast(float f) { V v; for (float& l : v.l) l = f; return v; }

@@ -54,14 +54,28 @@ inline void tile(const Problem& p, int64_t r0, int64_t c0) {
   const int64_t ahead_bytes = ahead_col + C <= p.m ? tile_bytes : 0, per_block = (ahead_bytes / nb + 63) / 64 * 64;
   for (int64_t b = 0; b < nb; ++b) {
     for (int64_t off = b * per_block; off < (b + 1) * per_block && off < ahead_bytes; off += 64) __builtin_prefetch(ahead + off);
-    V w[C][2];
-    for (int c = 0; c < C; ++c) dequant<V, KIND>(p.w + (c0 + c) * row_bytes + b * BB, w[c][0], w[c][1]);
-    for (int r = 0; r < R; ++r) {
-      const float* xr = p.x + (r0 + r) * p.k + b * BLOCK;
-      V x0 = V::load(xr), x1 = V::load(xr + 16);
+    if constexpr (V::FEW_REGISTERS) {
+      // Each column's weights just before its multiply-adds: C columns' dequantized weights beside the
+      // accumulators overflow 16 ymm registers, and the spills cost AVX2's one-row step ~10% (issue 17).
       for (int c = 0; c < C; ++c) {
-        acc[r][c] = V::fma(x0, w[c][0], acc[r][c]);
-        acc[r][c] = V::fma(x1, w[c][1], acc[r][c]);
+        V lo, hi;
+        dequant<V, KIND>(p.w + (c0 + c) * row_bytes + b * BB, lo, hi);
+        for (int r = 0; r < R; ++r) {
+          const float* xr = p.x + (r0 + r) * p.k + b * BLOCK;
+          acc[r][c] = V::fma(V::load(xr), lo, acc[r][c]);
+          acc[r][c] = V::fma(V::load(xr + 16), hi, acc[r][c]);
+        }
+      }
+    } else {
+      V w[C][2];
+      for (int c = 0; c < C; ++c) dequant<V, KIND>(p.w + (c0 + c) * row_bytes + b * BB, w[c][0], w[c][1]);
+      for (int r = 0; r < R; ++r) {
+        const float* xr = p.x + (r0 + r) * p.k + b * BLOCK;
+        V x0 = V::load(xr), x1 = V::load(xr + 16);
+        for (int c = 0; c < C; ++c) {
+          acc[r][c] = V::fma(x0, w[c][0], acc[r][c]);
+          acc[r][c] = V::fma(x1, w[c][1], acc[r][c]);
+        }
       }
     }
   }
