@@ -7,7 +7,10 @@ reached directly, never through a proxy the environment names.
 """
 import http.client
 import json
+import math
 import select
+import socket
+import time
 from urllib.parse import urlsplit
 
 from attestation.canonical import JsonError, parse_json
@@ -24,6 +27,28 @@ class Node2Unreachable(OSError):
 
 class ReplyTooLong(http.client.HTTPException):
     """A reply past MAX_REPLY_BYTES: the connection is dropped, as for one that failed mid-reply."""
+
+
+class _DeadlineSocket(socket.socket):
+    """A connected socket whose reads all end by `deadline` (time.monotonic()). A socket timeout alone
+    bounds each read, so a peer trickling a byte just inside it held a call for as long as it liked."""
+
+    deadline = math.inf
+
+    def recv_into(self, buffer, nbytes=0, flags=0):
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the reply did not arrive within the call's timeout")
+        self.settimeout(left)
+        return super().recv_into(buffer, nbytes, flags)
+
+
+class _Connection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        plain, timeout = self.sock, self.sock.gettimeout()
+        self.sock = _DeadlineSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        self.sock.settimeout(timeout)  # the request's sendall is bounded as before
 
 
 class Node2Http:
@@ -50,9 +75,10 @@ class Node2Http:
         return self._once(method, path, body, headers, timeout)
 
     def _once(self, method: str, path: str, body, headers: dict, timeout: float) -> tuple[int, bytes]:
-        conn = self._connection(timeout)
+        conn, deadline = self._connection(timeout), time.monotonic() + timeout
         try:
-            conn.request(method, path, body=body, headers=headers)
+            conn.request(method, path, body=body, headers=headers)  # connects first if it must
+            conn.sock.deadline = deadline  # connect and sendall are bounded by `timeout` as a whole
             resp = conn.getresponse()
             reply = resp.read(MAX_REPLY_BYTES + 1)  # never more than that into memory, whatever answers
             if len(reply) > MAX_REPLY_BYTES:
@@ -77,14 +103,14 @@ class Node2Http:
             self.conn.close()
             self.conn = None
 
-    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+    def _connection(self, timeout: float) -> _Connection:
         # gunicorn closes a keep-alive connection idle for 2 s; a closed socket polls readable (EOF),
         # so reconnect first rather than send a sealed frame into it (urllib3 checks the same way).
         if self.conn is not None and self.conn.sock is not None:
             if select.select([self.conn.sock], [], [], 0)[0]:
                 self.close()
         if self.conn is None:
-            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+            self.conn = _Connection(self.host, self.port, timeout=timeout)
         self.conn.timeout = timeout
         if self.conn.sock is not None:
             self.conn.sock.settimeout(timeout)

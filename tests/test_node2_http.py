@@ -1,6 +1,7 @@
 """node1/node2_http.py: one keep-alive connection, and one retry on a fresh one when node2 closed the
 reused connection under us (gunicorn drops keep-alive connections idle for 2 s)."""
 import threading
+import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -121,3 +122,37 @@ def test_a_reply_over_the_limit_is_dropped_after_reading_at_most_the_limit():
         with pytest.raises(Node2Unreachable, match="ReplyTooLong"):
             client.post("/v1/step", b"frame", "application/octet-stream")
         assert client.get_json("/health", 5) is None and client.conn is None  # the connection dropped
+
+
+class Trickles(BaseHTTPRequestHandler):
+    """An impostor on node2's address that sends its reply a byte every 0.1 s: each read gets a byte
+    well inside the socket timeout, so only a deadline over the whole reply ends the call."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "60")
+        self.end_headers()
+        try:
+            for _ in range(60):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_reply_trickled_byte_by_byte_ends_at_the_calls_timeout_not_when_the_peer_stops():
+    with serving(Trickles) as url:
+        client = Node2Http(url, timeout=1)
+        t0 = time.monotonic()
+        with pytest.raises(Node2Unreachable):  # the old client read all 60 bytes over 6 s and returned 200
+            client.post("/v1/step", b"frame", "application/octet-stream")
+        assert time.monotonic() - t0 < 3  # the 1 s deadline, with room for a slow machine
+        assert client.conn is None
