@@ -1,7 +1,9 @@
 """node1/node2_http.py: one keep-alive connection, and one retry on a fresh one when node2 closed the
 reused connection under us (gunicorn drops keep-alive connections idle for 2 s)."""
+import itertools
 import threading
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -66,23 +68,39 @@ def test_a_fresh_connection_that_fails_is_not_retried():
     assert client.get_json("/health", 1) is None
 
 
-class AnswersWith(BaseHTTPRequestHandler):
-    """Whatever answers on node2's address before the handshake: here, a body set by the test."""
+class Impostor(BaseHTTPRequestHandler):
+    """Whatever answers on node2's address before the handshake: a 200 with the Content-Length and the
+    chunks of `reply()`, each sent as soon as it is made, until the client leaves."""
 
     protocol_version = "HTTP/1.1"
-    body = b""
 
-    def do_POST(self):
+    def reply(self) -> tuple[int, Iterable[bytes]]:
+        raise NotImplementedError
+
+    def do_GET(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        length, chunks = self.reply()
         self.send_response(200)
-        self.send_header("Content-Length", str(len(self.body)))
+        self.send_header("Content-Length", str(length))
         self.end_headers()
-        self.wfile.write(self.body)
+        try:
+            for chunk in chunks:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except OSError:
+            pass
 
-    do_GET = do_POST
+    do_POST = do_GET
 
     def log_message(self, *args):
         pass
+
+
+class AnswersWith(Impostor):
+    body = b""  # set by the test
+
+    def reply(self):
+        return len(self.body), [self.body]
 
 
 @pytest.mark.parametrize("body", [b"[" * 60_000, b'{"ok": "\\ud800"}', b"not json", b"[1]"],
@@ -95,25 +113,11 @@ def test_a_reply_that_is_not_a_json_object_reads_as_empty_never_raising(body, mo
         assert client.post_json("/v1/handshake/hello", {}, 5) == (200, {})
 
 
-class Floods(BaseHTTPRequestHandler):
-    """An impostor on node2's address that claims a 10 GB reply and sends bytes until the client leaves."""
+class Floods(Impostor):
+    """Claims a 10 GB reply and sends bytes until the client leaves."""
 
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(10 * 2**30))
-        self.end_headers()
-        try:
-            while True:
-                self.wfile.write(b"[" * 65536)
-        except OSError:
-            pass
-
-    do_POST = do_GET
-
-    def log_message(self, *args):
-        pass
+    def reply(self):
+        return 10 * 2**30, itertools.repeat(b"[" * 65536)
 
 
 def test_a_reply_over_the_limit_is_dropped_after_reading_at_most_the_limit():
@@ -124,28 +128,16 @@ def test_a_reply_over_the_limit_is_dropped_after_reading_at_most_the_limit():
         assert client.get_json("/health", 5) is None and client.conn is None  # the connection dropped
 
 
-class Trickles(BaseHTTPRequestHandler):
-    """An impostor on node2's address that sends its reply a byte every 0.1 s: each read gets a byte
-    well inside the socket timeout, so only a deadline over the whole reply ends the call."""
+class Trickles(Impostor):
+    """Sends its reply a byte every 0.1 s: each read gets a byte well inside the socket timeout, so only
+    a deadline over the whole reply ends the call."""
 
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "60")
-        self.end_headers()
-        try:
+    def reply(self):
+        def paced():
             for _ in range(60):
-                self.wfile.write(b"x")
-                self.wfile.flush()
+                yield b"x"
                 time.sleep(0.1)
-        except OSError:
-            pass
-
-    do_POST = do_GET
-
-    def log_message(self, *args):
-        pass
+        return 60, paced()
 
 
 def test_a_reply_trickled_byte_by_byte_ends_at_the_calls_timeout_not_when_the_peer_stops():
