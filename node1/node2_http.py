@@ -88,13 +88,17 @@ class Node2Http:
             self.close()
             raise Node2Unreachable(type(exc).__name__) from None
 
+    def get(self, path: str, timeout: float | None = None) -> tuple[int, bytes]:
+        """-> (status, body). Not thread-safe, as post."""
+        return self._call("GET", path, None, {}, timeout or self.timeout)
+
     def post_json(self, path: str, payload: dict, timeout: float) -> tuple[int, dict]:
         status, body = self.post(path, json.dumps(payload).encode(), "application/json", timeout)
         return status, json_or_empty(body)
 
     def get_json(self, path: str, timeout: float) -> dict | None:
         try:
-            return json_or_empty(self._call("GET", path, None, {}, timeout)[1])
+            return json_or_empty(self.get(path, timeout)[1])
         except Node2Unreachable:
             return None
 

@@ -1,7 +1,6 @@
 """node1's verifiable-response routes: GET /v1/signature/{id} (a completion's signed record) and
 GET /v1/attestation/report?nonce=HEX (both nodes' evidence and the evidence binding the signing key,
 all over the caller's nonce). `python -m client verify-signature` is the other side."""
-import requests
 from flask import Blueprint, jsonify, request
 
 from attestation.binding import RESPONSE_SIGNING, report_data
@@ -12,8 +11,6 @@ from shared.http import ApiError, challenge_nonce
 
 
 def register_signatures(bp: Blueprint, rt, signer: ResponseSigner) -> None:
-    node2 = requests.Session()  # its own pool, as /attestation's: the step link's is held under its lock
-
     @bp.get("/v1/signature/<completion_id>")
     def signature(completion_id: str):
         record = signer.store.get(completion_id)
@@ -26,10 +23,10 @@ def register_signatures(bp: Blueprint, rt, signer: ResponseSigner) -> None:
     @bp.get("/v1/attestation/report")
     def attestation_report():
         nonce = challenge_nonce(request.args.get("nonce", ""))
-        return jsonify(signing_report(require_loaded(rt), signer, nonce, node2))
+        return jsonify(signing_report(require_loaded(rt), signer, nonce))
 
 
-def signing_report(rt, signer: ResponseSigner, nonce: bytes, node2: requests.Session) -> dict:
+def signing_report(rt, signer: ResponseSigner, nonce: bytes) -> dict:
     """/attestation's evidence of both nodes, plus node1's evidence binding its signing key to the nonce
     under the response-signing purpose (so it vouches for that key and nothing else)."""
     key = signer.public_key.hex()
@@ -37,4 +34,4 @@ def signing_report(rt, signer: ResponseSigner, nonce: bytes, node2: requests.Ses
                "evidence": rt.identity.evidence(report_data(signer.public_key, nonce, purpose=RESPONSE_SIGNING)),
                "model": rt.release.served_by("node1")}
     return {"signing_key": key, "signing_algo": SIGNING_ALGO, "request_nonce": nonce.hex(), "signing": signing,
-            **evidence_for(rt, nonce, node2)}
+            **evidence_for(rt, nonce)}

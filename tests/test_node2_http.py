@@ -1,16 +1,13 @@
 """node1/node2_http.py: one keep-alive connection, and one retry on a fresh one when node2 closed the
 reused connection under us (gunicorn drops keep-alive connections idle for 2 s)."""
-import itertools
-import threading
 import time
-from collections.abc import Iterable
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from node1 import node2_http
 from node1.node2_http import Node2Http, Node2Unreachable
+from tests.impostors import AnswersWith, Floods, Trickles, serving
 
 
 class ClosesAfterEachReply(BaseHTTPRequestHandler):
@@ -35,17 +32,6 @@ class ClosesAfterEachReply(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def serving(handler):
-    """-> the URL of a server on loopback answering with `handler`, for as long as the block runs."""
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-
-
 @pytest.fixture
 def server():
     with serving(ClosesAfterEachReply) as url:
@@ -68,41 +54,6 @@ def test_a_fresh_connection_that_fails_is_not_retried():
     assert client.get_json("/health", 1) is None
 
 
-class Impostor(BaseHTTPRequestHandler):
-    """Whatever answers on node2's address before the handshake: a 200 with the Content-Length and the
-    chunks of `reply()`, each sent as soon as it is made, until the client leaves."""
-
-    protocol_version = "HTTP/1.1"
-
-    def reply(self) -> tuple[int, Iterable[bytes]]:
-        raise NotImplementedError
-
-    def do_GET(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        length, chunks = self.reply()
-        self.send_response(200)
-        self.send_header("Content-Length", str(length))
-        self.end_headers()
-        try:
-            for chunk in chunks:
-                self.wfile.write(chunk)
-                self.wfile.flush()
-        except OSError:
-            pass
-
-    do_POST = do_GET
-
-    def log_message(self, *args):
-        pass
-
-
-class AnswersWith(Impostor):
-    body = b""  # set by the test
-
-    def reply(self):
-        return len(self.body), [self.body]
-
-
 @pytest.mark.parametrize("body", [b"[" * 60_000, b'{"ok": "\\ud800"}', b"not json", b"[1]"],
                          ids=["nested", "lone-surrogate", "not-json", "not-an-object"])
 def test_a_reply_that_is_not_a_json_object_reads_as_empty_never_raising(body, monkeypatch):
@@ -113,31 +64,12 @@ def test_a_reply_that_is_not_a_json_object_reads_as_empty_never_raising(body, mo
         assert client.post_json("/v1/handshake/hello", {}, 5) == (200, {})
 
 
-class Floods(Impostor):
-    """Claims a 10 GB reply and sends bytes until the client leaves."""
-
-    def reply(self):
-        return 10 * 2**30, itertools.repeat(b"[" * 65536)
-
-
 def test_a_reply_over_the_limit_is_dropped_after_reading_at_most_the_limit():
     with serving(Floods) as url:
         client = Node2Http(url, timeout=5)
         with pytest.raises(Node2Unreachable, match="ReplyTooLong"):
             client.post("/v1/step", b"frame", "application/octet-stream")
         assert client.get_json("/health", 5) is None and client.conn is None  # the connection dropped
-
-
-class Trickles(Impostor):
-    """Sends its reply a byte every 0.1 s: each read gets a byte well inside the socket timeout, so only
-    a deadline over the whole reply ends the call."""
-
-    def reply(self):
-        def paced():
-            for _ in range(60):
-                yield b"x"
-                time.sleep(0.1)
-        return 60, paced()
 
 
 def test_a_reply_trickled_byte_by_byte_ends_at_the_calls_timeout_not_when_the_peer_stops():

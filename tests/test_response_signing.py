@@ -39,7 +39,7 @@ class AttestedRuntime(FakeRuntime):
 def sim(tmp_path, monkeypatch):
     release = SimulatedRelease(tmp_path)
     # Both nodes' client-attestation evidence as node1's /attestation relays it, without a node2 to ask.
-    monkeypatch.setattr("node1.signature_api.evidence_for", lambda rt, nonce, node2: release.attestation(nonce))
+    monkeypatch.setattr("node1.signature_api.evidence_for", lambda rt, nonce: release.attestation(nonce))
     return release
 
 
