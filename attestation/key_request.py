@@ -2,10 +2,11 @@
 from typing import Callable
 
 import requests
+import urllib3
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from attestation.canonical import hex_field
+from attestation.canonical import JsonError, hex_field, parse_json
 from attestation.binding import KEY_REQUEST, NONCE_BYTES, report_data
 from attestation.key_wrap import WrapError, unwrap_key
 from attestation.manifest import key_id as make_key_id
@@ -19,14 +20,22 @@ class KeyReleaseError(Exception):
         self.status = status
 
 
+# The broker answers with a nonce or a wrapped key: well under a kilobyte. Whatever answers on its
+# address is outside input until the key it wraps opens, and is not trusted with this process's memory.
+MAX_ANSWER_BYTES = 1 << 16
+
+
 def _post(session, url: str, payload: dict, timeout: float) -> dict:
     try:
-        resp = session.post(url, json=payload, timeout=timeout)
-    except requests.RequestException as e:
+        with session.post(url, json=payload, timeout=timeout, stream=True) as resp:
+            raw = resp.raw.read(MAX_ANSWER_BYTES + 1, decode_content=True)
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
         raise KeyReleaseError(f"broker unreachable at {url}: {type(e).__name__}") from None
+    if len(raw) > MAX_ANSWER_BYTES:
+        raise KeyReleaseError(f"broker's answer to {url} is over {MAX_ANSWER_BYTES} bytes", resp.status_code)
     try:
-        body = resp.json()
-    except ValueError:
+        body = parse_json(raw)  # strict: 60,000 nested brackets were a RecursionError out of the loader
+    except JsonError:
         body = None
     if resp.status_code != 200:
         message = body.get("error") if isinstance(body, dict) else None

@@ -1,5 +1,6 @@
 """Tests for attestation/broker: key release through Flask's test client with a fake appraiser."""
 import dataclasses
+import io
 import os
 import re
 import threading
@@ -92,18 +93,24 @@ class FlaskSession:
     def __init__(self, client):
         self.client = client
 
-    def post(self, url, json, timeout):
+    def post(self, url, json, timeout, stream=False):
         return FlaskResponse(self.client.post(urlsplit(url).path, json=json))
 
 
 class FlaskResponse:
     def __init__(self, resp):
-        self.status_code, self._body = resp.status_code, resp.get_json(silent=True)
+        self.status_code, self.raw = resp.status_code, FlaskBody(resp.get_data())
 
-    def json(self):
-        if self._body is None:
-            raise ValueError("not JSON")
-        return self._body
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+class FlaskBody(io.BytesIO):
+    def read(self, n=-1, decode_content=False):
+        return super().read(n)
 
 
 def node_attester(measurement: str):
