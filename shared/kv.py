@@ -1,6 +1,7 @@
 """Per-session KV caches, preallocated once at the session's full capacity."""
 import torch
 
+from shared import memory
 from shared.spec import ModelSpec
 
 
@@ -16,8 +17,10 @@ class SessionCache:
 
     def __init__(self, spec: ModelSpec, n_layers: int, capacity: int, dtype: torch.dtype, device="cpu"):
         shape = (n_layers, spec.kv_heads, capacity, spec.head_dim)  # [L, Hkv, C, hd]
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        if torch.device(device).type == "cpu":  # each its own mapping, back to the OS when the session ends
+            self.k, self.v = memory.mapped_zeros(shape, dtype), memory.mapped_zeros(shape, dtype)
+        else:
+            self.k, self.v = torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
         self.capacity = capacity
         self.length = 0  # positions [0, length) hold valid keys and values
 
