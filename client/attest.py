@@ -11,6 +11,7 @@ from attestation.policy import Policy, load_policy
 from attestation.release_dir import release_public_key
 from attestation.verify import Verifier
 from attestation.evidence import NODE_ROLES
+from client.replies import json_object
 
 
 
@@ -48,9 +49,11 @@ def pinned_policy(release_dir: Path, http: requests.Session, url: str) -> Pinned
     if local.exists():
         return PinnedPolicy(load_policy(local, key), key, str(local))
     try:
-        signed = http.get(f"{url}/policy", timeout=10).json()
-    except (requests.RequestException, ValueError):
-        raise PolicyError("no local policy.json and node1's /policy is unreachable or not JSON") from None
+        signed = json_object(http.get(f"{url}/policy", timeout=10).content)
+    except requests.RequestException:
+        signed = None
+    if signed is None:
+        raise PolicyError("no local policy.json and node1's /policy is unreachable or not a JSON object")
     return PinnedPolicy(load_policy(signed, key), key, f"{url}/policy")
 
 
@@ -58,7 +61,10 @@ def fetch_evidence(http: requests.Session, url: str, nonce: bytes) -> dict:
     r = http.get(f"{url}/attestation", params={"nonce": nonce.hex()}, timeout=30)
     if r.status_code != 200:
         raise VerificationFailed("node1", "reachable", f"/attestation answered {r.status_code}")
-    return r.json()
+    body = json_object(r.content)
+    if body is None:
+        raise VerificationFailed("node1", "reachable", "/attestation's answer is not a JSON object")
+    return body
 
 
 def appraise_node(verifier: Verifier, policy: Policy, role: str, node: dict, nonce: bytes, *,

@@ -1,8 +1,7 @@
 """One conversation with node1: history kept here, each turn sealed to node1's attested key (or plain, if told)."""
-import json
-
 import requests
 
+from client.replies import json_object
 from client.sealed import open_stream, seal_request, sse_data
 
 
@@ -46,7 +45,10 @@ class Chat:
         for data in sse_data(r.iter_lines(decode_unicode=True)):
             if data == "[DONE]":
                 return
-            yield json.loads(data)
+            event = json_object(data)
+            if event is None:
+                raise ChatError("node1 sent an event that is not a JSON object")
+            yield event
 
     def _post(self, path: str, body: dict) -> requests.Response:
         try:
@@ -55,10 +57,7 @@ class Chat:
         except requests.RequestException as exc:
             raise ChatError(f"node1 unreachable: {type(exc).__name__}") from None
         if r.status_code != 200:
-            try:
-                reason = r.json().get("error", r.status_code)
-                reason = reason.get("message", reason) if isinstance(reason, dict) else reason  # OpenAI's shape
-            except ValueError:
-                reason = r.status_code
+            reason = (json_object(r.content) or {}).get("error", r.status_code)
+            reason = reason.get("message", reason) if isinstance(reason, dict) else reason  # OpenAI's shape
             raise ChatError(f"node1 refused the request ({r.status_code}): {reason}")
         return r

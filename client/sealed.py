@@ -1,7 +1,6 @@
 """The client's use of the sealed format (shared/sealed_protocol.py owns both halves): read a sealed
 reply's text/event-stream and open its events in order."""
-import json
-
+from client.replies import json_object
 from shared.sealed_protocol import EventOpener, SealedStreamError, seal_request
 
 __all__ = ["EventOpener", "SealedStreamError", "open_stream", "seal_request", "sse_data"]
@@ -21,5 +20,8 @@ def open_stream(lines, key: bytes):
         payload = opener.open(data)
         if opener.done:
             return
-        yield json.loads(payload)
+        event = json_object(payload)
+        if event is None:
+            raise SealedStreamError(f"sealed event {opener.index - 1} opened to something other than a JSON object")
+        yield event
     raise SealedStreamError(f"the stream ended after {opener.index} events without its sealed end")

@@ -17,6 +17,7 @@ from attestation.binding import NONCE_BYTES, RESPONSE_SIGNING
 from attestation.canonical import hex_field
 from attestation.verify import Verifier
 from client.attest import NodeReport, PinnedPolicy, appraise_node
+from client.replies import json_object
 
 SIGNING_ALGO = "ed25519"
 TIMEOUT_S = 30
@@ -116,10 +117,10 @@ def _get_json(http, url: str, params: dict) -> dict:
     """A JSON object from node1, or {"error": why}: each caller names the check that failed."""
     try:
         r = http.get(url, params=params, timeout=TIMEOUT_S)
-        body = r.json()
-    except (requests.RequestException, ValueError) as exc:
+    except requests.RequestException as exc:
         return {"error": f"{type(exc).__name__}"}
-    if not isinstance(body, dict):
+    body = json_object(r.content)
+    if body is None:
         return {"error": "not a JSON object"}
     if r.status_code != 200:
         err = body.get("error")

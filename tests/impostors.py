@@ -24,6 +24,7 @@ class Impostor(BaseHTTPRequestHandler):
     chunks of `reply()`, each sent as soon as it is made, until the client leaves."""
 
     protocol_version = "HTTP/1.1"
+    content_type = "application/json"
 
     def reply(self) -> tuple[int, Iterable[bytes]]:
         raise NotImplementedError
@@ -33,6 +34,7 @@ class Impostor(BaseHTTPRequestHandler):
         length, chunks = self.reply()
         self.send_response(200)
         self.send_header("Content-Length", str(length))
+        self.send_header("Content-Type", self.content_type)
         self.end_headers()
         try:
             for chunk in chunks:

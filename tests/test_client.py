@@ -134,7 +134,7 @@ class FakeHttp:
         doc = self.release.attestation(bytes.fromhex(params["nonce"]))
         if self.edit:
             self.edit(doc)
-        return SimpleNamespace(status_code=200, json=lambda: doc)
+        return SimpleNamespace(status_code=200, content=json.dumps(doc).encode())
 
 
 @pytest.fixture()

@@ -189,7 +189,7 @@ class Http:
         body = r.get_json()
         if self.edit:
             body = self.edit(url, body)
-        return SimpleNamespace(status_code=r.status_code, json=lambda: body)
+        return SimpleNamespace(status_code=r.status_code, content=json.dumps(body).encode())
 
 
 def verify(sim, http, rid, request_bytes, response_bytes, edit=None):
