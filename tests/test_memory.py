@@ -1,22 +1,24 @@
 """shared/memory.py: a step's activations reuse the heap's pages, and a session's KV cache goes back to
 the OS when the session ends while others stay open. Each check runs in a fresh interpreter: malloc's
 settings are process-wide and set once, as each node sets them at start."""
+import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(code: str) -> dict:
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    return eval(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 SETUP = """
-import resource, torch
+import json, resource, torch
 from shared import memory
 memory.return_freed_memory()
 def rss_mib():
@@ -33,7 +35,7 @@ for _ in range(20):  # the heap settles after a few steps (glibc places the firs
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
     torch.empty(428, 3072).fill_(1.0)
-print({"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before})
+print(json.dumps({"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
 """)
     assert got["faults"] < 1_000, got
 
@@ -56,7 +58,7 @@ for _ in range(10):
     staying.append(torch.ones(2000))
 full = rss_mib()
 del caches, c
-print({"added": full - base, "left": rss_mib() - base})
+print(json.dumps({"added": full - base, "left": rss_mib() - base}))
 """)
     assert got["added"] > 100, got  # the caches were really touched
     assert got["left"] < 20, got
