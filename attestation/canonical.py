@@ -52,6 +52,17 @@ def parse_json(raw: bytes):
     return value
 
 
+def json_object(raw: bytes | str) -> dict | None:
+    """The JSON object `raw` holds under parse_json's rules, or None for anything else (not JSON, too
+    deep, not an object): for answers from a peer not trusted yet (node2 before the handshake, the key
+    broker, node1 as the client sees it), where a malformed one is the caller's named failure."""
+    try:
+        value = parse_json(raw)
+    except JsonError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def hex_field(value, size: int | tuple[int, int] | None = None, *, lowercase: bool = False) -> bytes | None:
     """The one parser for "N bytes of hex" from outside (requests, evidence, policies, key files).
 

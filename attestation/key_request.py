@@ -6,7 +6,7 @@ import urllib3
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from attestation.canonical import JsonError, hex_field, parse_json
+from attestation.canonical import hex_field, json_object
 from attestation.binding import KEY_REQUEST, NONCE_BYTES, report_data
 from attestation.key_wrap import WrapError, unwrap_key
 from attestation.manifest import key_id as make_key_id
@@ -33,15 +33,12 @@ def _post(session, url: str, payload: dict, timeout: float) -> dict:
         raise KeyReleaseError(f"broker unreachable at {url}: {type(e).__name__}") from None
     if len(raw) > MAX_ANSWER_BYTES:
         raise KeyReleaseError(f"broker's answer to {url} is over {MAX_ANSWER_BYTES} bytes", resp.status_code)
-    try:
-        body = parse_json(raw)  # strict: 60,000 nested brackets were a RecursionError out of the loader
-    except JsonError:
-        body = None
+    body = json_object(raw)  # strict: 60,000 nested brackets were a RecursionError out of the loader
     if resp.status_code != 200:
-        message = body.get("error") if isinstance(body, dict) else None
+        message = body.get("error") if body is not None else None
         raise KeyReleaseError(f"broker refused ({resp.status_code}): "
                               f"{message or 'no error message'}", resp.status_code)
-    if not isinstance(body, dict):
+    if body is None:
         raise KeyReleaseError(f"broker answered {url} with something other than a JSON object")
     return body
 

@@ -6,12 +6,12 @@ from pathlib import Path
 import requests
 
 from attestation.binding import CLIENT_ATTESTATION, NONCE_BYTES, report_data
+from attestation.canonical import json_object
 from attestation.errors import PolicyError
 from attestation.policy import Policy, load_policy
 from attestation.release_dir import release_public_key
 from attestation.verify import Verifier
 from attestation.evidence import NODE_ROLES
-from client.replies import json_object
 
 
 

@@ -1,7 +1,7 @@
 """One conversation with node1: history kept here, each turn sealed to node1's attested key (or plain, if told)."""
 import requests
 
-from client.replies import json_object
+from attestation.canonical import json_object
 from client.sealed import open_stream, seal_request, sse_data
 
 

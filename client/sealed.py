@@ -1,6 +1,6 @@
 """The client's use of the sealed format (shared/sealed_protocol.py owns both halves): read a sealed
 reply's text/event-stream and open its events in order."""
-from client.replies import json_object
+from attestation.canonical import json_object
 from shared.sealed_protocol import EventOpener, SealedStreamError, seal_request
 
 __all__ = ["EventOpener", "SealedStreamError", "open_stream", "seal_request", "sse_data"]

@@ -14,10 +14,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from attestation.binding import NONCE_BYTES, RESPONSE_SIGNING
-from attestation.canonical import hex_field
+from attestation.canonical import hex_field, json_object
 from attestation.verify import Verifier
 from client.attest import NodeReport, PinnedPolicy, appraise_node
-from client.replies import json_object
 
 SIGNING_ALGO = "ed25519"
 TIMEOUT_S = 30

@@ -13,7 +13,7 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-from attestation.canonical import JsonError, parse_json
+from attestation.canonical import json_object
 
 
 # node2's replies are a tokens frame, a handshake message with its evidence or a short JSON: kilobytes.
@@ -122,9 +122,6 @@ class Node2Http:
 
 
 def json_or_empty(body: bytes) -> dict:
-    """A reply's JSON object, or {} for anything else (not JSON, too deep, not an object)."""
-    try:  # parse_json: whatever answers on node2's address is not trusted before the handshake
-        out = parse_json(body)
-    except JsonError:
-        return {}
-    return out if isinstance(out, dict) else {}
+    """A reply's JSON object, or {} for anything else: whatever answers on node2's address is not
+    trusted before the handshake."""
+    return json_object(body) or {}

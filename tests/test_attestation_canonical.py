@@ -1,8 +1,9 @@
-"""attestation/canonical.py's hex_field: the one parser of "N bytes of hex" from outside, and its callers."""
+"""attestation/canonical.py's hex_field: the one parser of "N bytes of hex" from outside, and its
+callers; and json_object, the reader of answers from peers not trusted yet."""
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attestation.canonical import hex_field
+from attestation.canonical import hex_field, json_object
 from attestation.errors import EvidenceError, MeasureError, PolicyError, ProviderError
 from attestation.evidence import hex_bytes
 from attestation.key_wrap import WrapError, unwrap_key
@@ -95,3 +96,12 @@ def test_public_key_file_reader(tmp_path, content, ok):
     else:
         with pytest.raises(ValueError, match="32-byte Ed25519 public key"):
             read_public_key(path)
+
+
+@pytest.mark.parametrize("raw", ["[" * 60_000, "[1]", "not json", '"text"', b"\xff"], ids=["nested", "list", "not-json", "string", "not-utf8"])
+def test_anything_but_a_json_object_is_none(raw):
+    assert json_object(raw) is None
+
+
+def test_a_json_object_is_itself():
+    assert json_object(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}

@@ -1,6 +1,6 @@
-"""client/replies.py and where the client reads node1 with it: a server the client has not verified
-(or a host in the middle) answering with something other than a JSON object gets a named failure,
-never a traceback."""
+"""Where the client reads node1 (attestation/canonical.py's json_object): a server the client has not
+verified (or a host in the middle) answering with something other than a JSON object gets a named
+failure, never a traceback."""
 import os
 
 import pytest
@@ -8,21 +8,11 @@ import requests
 
 from client.attest import VerificationFailed, fetch_evidence
 from client.chat import Chat, ChatError
-from client.replies import json_object
 from client.sealed import SealedStreamError, open_stream
 from shared.sealed_protocol import DONE, seal_events
 from tests.impostors import AnswersWith, serving
 
 NESTED = "[" * 60_000  # json.loads: RecursionError
-
-
-@pytest.mark.parametrize("raw", [NESTED, "[1]", "not json", '"text"', b"\xff"], ids=["nested", "list", "not-json", "string", "not-utf8"])
-def test_anything_but_a_json_object_is_none(raw):
-    assert json_object(raw) is None
-
-
-def test_a_json_object_is_itself():
-    assert json_object(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
 
 
 def test_evidence_that_is_not_a_json_object_fails_the_reachable_check(monkeypatch):
