@@ -56,5 +56,5 @@ def mapped_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     n = math.prod(shape)
     if n == 0:
         return torch.zeros(shape, dtype=dtype)
-    buffer = mmap.mmap(-1, n * torch.empty((), dtype=dtype).element_size())  # zero-filled by the kernel
+    buffer = mmap.mmap(-1, n * dtype.itemsize)  # zero-filled by the kernel
     return torch.frombuffer(buffer, dtype=dtype, count=n).view(shape)
