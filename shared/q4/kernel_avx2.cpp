@@ -51,11 +51,17 @@ struct V {
 
 }  // namespace
 
-// Few rows: 4 columns at once (8 accumulator chains); more: 4 rows x 1 column, each block's weights
-// dequantized once for 4 rows. Measured (one thread, SmolLM2's gate|up, batch 8): 4x1 0.50 ms, 2x2
-// 0.71, 8x1 0.42 but slower at batch 4 and for the head, whose weights do not stay in cache.
+// Few rows: 4 columns at once (8 accumulator chains); 4 to 7 rows: 4 rows x 1 column, each block's
+// weights dequantized once for 4 rows; 8 or more: each column dequantized once into an L1 scratch for
+// all the rows, 4 at a time (lanes.h). Measured (one thread, SmolLM2's gate|up, batch 8): 4x1 0.50 ms,
+// 2x2 0.71, 8x1 in registers 0.42 but slower for the head (its spills); through the scratch, one
+// thread, alternating builds: 15 layers' projections at 8 rows 16.7/15.4 -> 14.6/14.3 ms, the head
+// 7.9 -> 7.3/7.0 ms; the in-process batch-8 step at two threads 24.0/25.6 -> 22.6/23.8 ms (6 rows a
+// pass from the scratch: 16.2 ms, slower).
 void columns_avx2(const Problem& p, int64_t m0, int64_t m1) {
-  if (p.n < FEW_ROWS) columns<V, 1, 4>(p, m0, m1); else columns<V, 4, 1>(p, m0, m1);
+  if (p.n < FEW_ROWS) columns<V, 1, 4>(p, m0, m1);
+  else if (p.n >= 2 * 4 && fits_scratch(p)) columns_through_scratch<V, 4>(p, m0, m1);
+  else columns<V, 4, 1>(p, m0, m1);
 }
 
 // Prompt rows: 1 slice (16 rows) x 4 columns (8 accumulator halves, 2 of x, 1 broadcast w in 16 ymm).

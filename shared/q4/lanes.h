@@ -113,6 +113,61 @@ inline void columns(const Problem& p, int64_t m0, int64_t m1) {
   else columns_kind<V, KIND_Q8_0, R, C>(p, m0, m1);
 }
 
+// Many rows on a CPU with few registers: each column's weights are dequantized once into float32 in
+// an L1-sized scratch, and every R rows then meet them from there. The tile holding all the rows in
+// registers does not fit (AVX2's 8 rows would need the 16 ymm registers for accumulators alone), and
+// tiling the rows dequantizes each block again for every R rows. Same order, so the same bits.
+constexpr int64_t SCRATCH_FLOATS = 4096;  // 16 KB: one column of k <= 4096
+
+template <class V, int R>
+inline void scratch_rows(const Problem& p, const float* wcol, int64_t r, int64_t r_end, int64_t c) {
+  const int64_t nb = p.k / BLOCK;
+  for (; r + R <= r_end; r += R) {
+    V acc[R];
+    for (int i = 0; i < R; ++i) acc[i] = V::zero();
+    for (int64_t b = 0; b < nb; ++b) {
+      const V lo = V::load(wcol + b * BLOCK), hi = V::load(wcol + b * BLOCK + 16);
+      for (int i = 0; i < R; ++i) {
+        const float* xr = p.x + (r + i) * p.k + b * BLOCK;
+        acc[i] = V::fma(V::load(xr), lo, acc[i]);
+        acc[i] = V::fma(V::load(xr + 16), hi, acc[i]);
+      }
+    }
+    for (int i = 0; i < R; ++i) p.y[(r + i) * p.m + c] = V::sum(acc[i]);
+  }
+  if constexpr (R > 1) scratch_rows<V, R / 2>(p, wcol, r, r_end, c);
+}
+
+template <class V, int KIND, int R>
+inline void columns_through_scratch_kind(const Problem& p, int64_t m0, int64_t m1) {
+  constexpr int64_t BB = block_bytes(KIND);
+  const int64_t nb = p.k / BLOCK, row_bytes = nb * BB, ahead = (AHEAD_BYTES + row_bytes - 1) / row_bytes;
+  alignas(64) float wcol[SCRATCH_FLOATS];
+  for (int64_t rb = 0; rb < p.n; rb += ROW_BLOCK) {
+    const int64_t re = rb + ROW_BLOCK < p.n ? rb + ROW_BLOCK : p.n;
+    for (int64_t c = m0; c < m1; ++c) {
+      if (c + ahead < p.m)
+        for (int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(p.w + (c + ahead) * row_bytes + off);
+      for (int64_t b = 0; b < nb; ++b) {
+        V lo, hi;
+        dequant<V, KIND>(p.w + c * row_bytes + b * BB, lo, hi);
+        V::store(wcol + b * BLOCK, lo);
+        V::store(wcol + b * BLOCK + 16, hi);
+      }
+      scratch_rows<V, R>(p, wcol, rb, re, c);
+    }
+  }
+}
+
+// Whether a call may go through the scratch (its columns fit it).
+inline bool fits_scratch(const Problem& p) { return p.k <= SCRATCH_FLOATS; }
+
+template <class V, int R>
+inline void columns_through_scratch(const Problem& p, int64_t m0, int64_t m1) {
+  if (p.kind == KIND_Q4_1) columns_through_scratch_kind<V, KIND_Q4_1, R>(p, m0, m1);
+  else columns_through_scratch_kind<V, KIND_Q8_0, R>(p, m0, m1);
+}
+
 // y[:, m0:m1) for every row: what one thread computes. Defined per ISA.
 using Columns = void (*)(const Problem& p, int64_t m0, int64_t m1);
 void columns_avx512(const Problem& p, int64_t m0, int64_t m1);
