@@ -57,13 +57,18 @@ inline void panel_tile(const Prompt& q, const float* wbuf, int64_t s0, int64_t c
       for (int s = 0; s < S; ++s) acc[s][c] = V::fma(x[s], w, acc[s][c]);
     }
   }
-  alignas(64) float out[SLICE];
+  // Out a row at a time, its C columns side by side: column by column, each store went to another row,
+  // and rows m * 4 bytes apart (12 KB for gate|up) all fall in one L1 set.
+  alignas(64) float out[S][C][SLICE];
   for (int s = 0; s < S; ++s)
-    for (int c = 0; c < C; ++c) {
-      V::store(out, acc[s][c]);
-      const int64_t r0 = (s0 + s) * SLICE, rows = q.p.n - r0 < SLICE ? q.p.n - r0 : SLICE;
-      for (int64_t i = 0; i < rows; ++i) q.p.y[(r0 + i) * q.p.m + c0 + cp + c] = out[i];
+    for (int c = 0; c < C; ++c) V::store(out[s][c], acc[s][c]);
+  for (int s = 0; s < S; ++s) {
+    const int64_t r0 = (s0 + s) * SLICE, rows = q.p.n - r0 < SLICE ? q.p.n - r0 : SLICE;
+    for (int64_t i = 0; i < rows; ++i) {
+      float* yr = q.p.y + (r0 + i) * q.p.m + c0 + cp;
+      for (int c = 0; c < C; ++c) yr[c] = out[s][c][i];
     }
+  }
 }
 
 // Every slice against the panel's columns [0, width): tiles of S slices, then single slices, and
