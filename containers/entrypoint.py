@@ -26,8 +26,8 @@ GUNICORN_THREADS = 48
 SHUTDOWN_DEADLINE_S = 20.0
 GRACE_MARGIN_S = 10.0
 NODE2_MAX_FRAME_BYTES = 64 << 20
-# shared/cpu.py's OPENMP_ENV: idle OpenMP threads sleep instead of spinning through the other node's turn.
-OPENMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+# shared/cpu.py's OPENMP_ENV: idle OpenMP threads sleep after a short spin, not through the other node's turn.
+OPENMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "4000"}
 
 
 def max_body_bytes(role: str, env: dict) -> int:

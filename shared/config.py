@@ -57,6 +57,7 @@ class ModelSettings:
     max_batch: int = 16  # sequences in one step across both nodes
     cpu: CpuFeatures = field(default_factory=read_cpu)  # TWINTEE_CPU_ISA=avx2: as on an AVX2-only CPU
     openmp_wait: str = ""  # OMP_WAIT_POLICY as the node started (shared/cpu.py: OPENMP_ENV); "" = libgomp's spin
+    openmp_spins: str = ""  # GOMP_SPINCOUNT as the node started; "" = the policy's own count
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -116,6 +117,7 @@ class ModelSettings:
             max_new_tokens=env_int(env, "TWINTEE_MAX_NEW_TOKENS", 1024),
             max_batch=env_int(env, "TWINTEE_MAX_BATCH", 16),
             openmp_wait=env_str(env, "OMP_WAIT_POLICY", ""),
+            openmp_spins=env_str(env, "GOMP_SPINCOUNT", ""),
         )
 
 

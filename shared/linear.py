@@ -200,4 +200,5 @@ def compute_report(settings) -> dict:
     return {**(settings.cpu.describe() if on_cpu else {}), "kernel": kernel_path(settings.dtype, settings.cpu.flags) if on_cpu else settings.device,
             "rows": row_plans(), "decode_threads": settings.threads or torch.get_num_threads(),
             "prefill_threads": settings.prefill_threads or os.cpu_count(),
-            "openmp_wait": settings.openmp_wait or "spin (libgomp's default)"}
+            "openmp_wait": settings.openmp_wait or "spin (libgomp's default)",
+            "openmp_spins": settings.openmp_spins or "the policy's own"}

@@ -63,4 +63,5 @@ def test_q4_nodes_hold_a_fifth_of_the_weight_bytes_and_name_the_kernel(q4_stack)
         health = requests.get(q4_stack.url(role) + "/health", timeout=10).json()
         assert health["compute"]["kernel"].startswith("q4-"), health["compute"]
         assert health["compute"]["openmp_wait"] == "PASSIVE", health["compute"]  # shared/cpu.py: OPENMP_ENV
+        assert health["compute"]["openmp_spins"] == "4000", health["compute"]
     assert health["memory"]["weight_bytes"] < FLOAT32_NODE2_WEIGHT_BYTES / 4, health["memory"]
