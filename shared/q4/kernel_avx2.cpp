@@ -51,16 +51,17 @@ struct V {
 
 }  // namespace
 
-// Few rows: 4 columns at once (8 accumulator chains); 4 to 7 rows: 4 rows x 1 column, each block's
-// weights dequantized once for 4 rows; 8 or more: each column dequantized once into an L1 scratch for
-// all the rows, 4 at a time (lanes.h). Measured (one thread, SmolLM2's gate|up, batch 8): 4x1 0.50 ms,
-// 2x2 0.71, 8x1 in registers 0.42 but slower for the head (its spills); through the scratch, one
-// thread, alternating builds: 15 layers' projections at 8 rows 16.7/15.4 -> 14.6/14.3 ms, the head
-// 7.9 -> 7.3/7.0 ms; the in-process batch-8 step at two threads 24.0/25.6 -> 22.6/23.8 ms (6 rows a
-// pass from the scratch: 16.2 ms, slower).
+// One row: 4 columns at once (8 accumulator chains). Four rows: 4 rows x 1 column, each block's weights
+// dequantized once for the 4 rows in registers. Any other count: each column dequantized once into an
+// L1 scratch for all the rows, 4 at a time (lanes.h). Measured (one thread, SmolLM2's gate|up, batch
+// 8): 4x1 0.50 ms, 2x2 0.71, 8x1 in registers 0.42 but slower for the head (its spills). Through the
+// scratch, one thread, alternating builds, 15 layers' projections / the head: 8 rows 16.7/15.4 ->
+// 14.6/14.3 ms / 7.9 -> 7.3/7.0 ms (the in-process batch-8 step at two threads 24.0/25.6 -> 22.6/23.8
+// ms); 5, 6, 7 rows 11.9, 12.9, 17.1 -> 10.7, 11.6, 14.4 ms; 2 and 3 rows (1x4 tiles a row, each
+// dequantizing again) 7.4-8.3, 10.9-11.9 -> 6.8, 9.0 ms. 6 rows a pass from the scratch: slower.
 void columns_avx2(const Problem& p, int64_t m0, int64_t m1) {
-  if (p.n < FEW_ROWS) columns<V, 1, 4>(p, m0, m1);
-  else if (p.n >= 2 * 4 && fits_scratch(p)) columns_through_scratch<V, 4>(p, m0, m1);
+  if (p.n == 1) columns<V, 1, 4>(p, m0, m1);
+  else if (p.n != 4 && fits_scratch(p)) columns_through_scratch<V, 4>(p, m0, m1);
   else columns<V, 4, 1>(p, m0, m1);
 }
 
