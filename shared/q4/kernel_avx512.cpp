@@ -43,11 +43,17 @@ struct V {
 
 }  // namespace
 
-// Few rows: 8 columns at once, so 8 independent accumulator chains hide the FMA latency. More rows:
-// 8 rows x 2 columns (16 accumulators, 4 dequantized weight vectors, 2 of x in 32 zmm registers),
-// each block's weights dequantized once for 8 rows.
+// One row: 8 columns at once, so 8 independent accumulator chains hide the FMA latency. Two or three:
+// each column dequantized once into an L1 scratch for all of them (lanes.h), where 1x8 tiles a row
+// dequantized everything again for each row. Four and more: 8 rows x 2 columns (16 accumulators, 4
+// dequantized weight vectors, 2 of x in 32 zmm registers), each block's weights dequantized once for 8
+// rows. One thread, alternating builds, 15 layers' projections / the head: 2 rows 7.0-7.1 -> 6.2-6.4 ms
+// / 3.3 -> 2.9 ms, 3 rows 10.3-10.5 -> 8.4-8.7 / 5.0 -> 3.9; through the scratch 4 rows were slower
+// (5.8-6.1 -> 7.1-7.3 ms) and 6 the same.
 void columns_avx512(const Problem& p, int64_t m0, int64_t m1) {
-  if (p.n < FEW_ROWS) columns<V, 1, 8>(p, m0, m1); else columns<V, 8, 2>(p, m0, m1);
+  if (p.n == 1) columns<V, 1, 8>(p, m0, m1);
+  else if (p.n < FEW_ROWS && fits_scratch(p)) columns_through_scratch<V, 8>(p, m0, m1);
+  else columns<V, 8, 2>(p, m0, m1);
 }
 
 // Prompt rows: 2 slices (32 rows) x 12 columns (24 accumulators, 2 of x, 1 broadcast w in 32 zmm).

@@ -91,7 +91,8 @@ inline void rows_for_columns(const Problem& p, int64_t r_begin, int64_t r_end, i
   if constexpr (R > 1) rows_for_columns<V, KIND, R / 2, C>(p, r, r_end, c0);
 }
 
-// Below this many rows a call tiles for columns rather than rows (per ISA; never a result's change).
+// Below this many rows AVX-512 goes through the column scratch rather than its 8x2 row tile (never a
+// result's change).
 constexpr int64_t FEW_ROWS = 4;
 
 // Rows in blocks of ROW_BLOCK so a prefill's activations stay in L2 while the columns stream by.
