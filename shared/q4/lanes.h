@@ -114,10 +114,11 @@ inline void columns(const Problem& p, int64_t m0, int64_t m1) {
   else columns_kind<V, KIND_Q8_0, R, C>(p, m0, m1);
 }
 
-// Many rows on a CPU with few registers: each column's weights are dequantized once into float32 in
-// an L1-sized scratch, and every R rows then meet them from there. The tile holding all the rows in
-// registers does not fit (AVX2's 8 rows would need the 16 ymm registers for accumulators alone), and
-// tiling the rows dequantizes each block again for every R rows. Same order, so the same bits.
+// Rows that no register tile fits: each column's weights are dequantized once into float32 in an
+// L1-sized scratch, and every R rows then meet them from there. A tile holding all the rows does not
+// fit (AVX2's 8 rows would need its 16 ymm registers for accumulators alone), and tiling the rows (or
+// a 1-row tile per row) dequantizes each block again for every tile. Each ISA says when (kernel_*.cpp).
+// Same order, so the same bits.
 constexpr int64_t SCRATCH_FLOATS = 4096;  // 16 KB: one column of k <= 4096
 
 template <class V, int R>
