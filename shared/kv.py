@@ -18,9 +18,11 @@ class SessionCache:
     def __init__(self, spec: ModelSpec, n_layers: int, capacity: int, dtype: torch.dtype, device="cpu"):
         shape = (n_layers, spec.kv_heads, capacity, spec.head_dim)  # [L, Hkv, C, hd]
         if torch.device(device).type == "cpu":  # each its own mapping, back to the OS when the session ends
-            self.k, self.v = memory.mapped_zeros(shape, dtype), memory.mapped_zeros(shape, dtype)
+            zeros = memory.mapped_zeros
         else:
-            self.k, self.v = torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
+            def zeros(shape, dtype):
+                return torch.zeros(shape, dtype=dtype, device=device)
+        self.k, self.v = zeros(shape, dtype), zeros(shape, dtype)
         self.capacity = capacity
         self.length = 0  # positions [0, length) hold valid keys and values
 

@@ -50,6 +50,8 @@ struct V {
 // rows. One thread, alternating builds, 15 layers' projections / the head: 2 rows 7.0-7.1 -> 6.2-6.4 ms
 // / 3.3 -> 2.9 ms, 3 rows 10.3-10.5 -> 8.4-8.7 / 5.0 -> 3.9; through the scratch 4 rows were slower
 // (5.8-6.1 -> 7.1-7.3 ms) and 6 the same.
+constexpr int64_t FEW_ROWS = 4;  // below it, the scratch; from it, the 8x2 row tile
+
 void columns_avx512(const Problem& p, int64_t m0, int64_t m1) {
   if (p.n == 1) columns<V, 1, 8>(p, m0, m1);
   else if (p.n < FEW_ROWS && fits_scratch(p)) columns_through_scratch<V, 8>(p, m0, m1);

@@ -34,6 +34,20 @@ inline void dequant(const uint8_t* blk, V& lo, V& hi) {
   if (KIND == KIND_Q4_1) V::q4_1(blk, lo, hi); else V::q8_0(blk, lo, hi);
 }
 
+// out[k] = w[c, k] for every k of column c, in float32: the column scratch's and the prompt panel's.
+template <class V, int KIND>
+inline void dequantize_column(const Problem& p, int64_t c, float* out) {
+  constexpr int64_t BB = block_bytes(KIND);
+  const int64_t nb = p.k / BLOCK;
+  const uint8_t* col = p.w + c * nb * BB;
+  for (int64_t b = 0; b < nb; ++b) {
+    V lo, hi;
+    dequant<V, KIND>(col + b * BB, lo, hi);
+    V::store(out + b * BLOCK, lo);
+    V::store(out + b * BLOCK + 16, hi);
+  }
+}
+
 // How far ahead a tile prefetches: at least two tiles and 4 KB (a narrow 4x1 AVX2 tile spans 360 bytes).
 constexpr int64_t AHEAD_TILES = 2, AHEAD_BYTES = 4096;
 
@@ -91,10 +105,6 @@ inline void rows_for_columns(const Problem& p, int64_t r_begin, int64_t r_end, i
   if constexpr (R > 1) rows_for_columns<V, KIND, R / 2, C>(p, r, r_end, c0);
 }
 
-// Below this many rows AVX-512 goes through the column scratch rather than its 8x2 row tile (never a
-// result's change).
-constexpr int64_t FEW_ROWS = 4;
-
 // Rows in blocks of ROW_BLOCK so a prefill's activations stay in L2 while the columns stream by.
 constexpr int64_t ROW_BLOCK = 64;
 
@@ -142,20 +152,14 @@ inline void scratch_rows(const Problem& p, const float* wcol, int64_t r, int64_t
 
 template <class V, int KIND, int R>
 inline void columns_through_scratch_kind(const Problem& p, int64_t m0, int64_t m1) {
-  constexpr int64_t BB = block_bytes(KIND);
-  const int64_t nb = p.k / BLOCK, row_bytes = nb * BB, ahead = (AHEAD_BYTES + row_bytes - 1) / row_bytes;
+  const int64_t row_bytes = p.k / BLOCK * block_bytes(KIND), ahead = (AHEAD_BYTES + row_bytes - 1) / row_bytes;
   alignas(64) float wcol[SCRATCH_FLOATS];
   for (int64_t rb = 0; rb < p.n; rb += ROW_BLOCK) {
     const int64_t re = rb + ROW_BLOCK < p.n ? rb + ROW_BLOCK : p.n;
     for (int64_t c = m0; c < m1; ++c) {
       if (c + ahead < p.m)
         for (int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(p.w + (c + ahead) * row_bytes + off);
-      for (int64_t b = 0; b < nb; ++b) {
-        V lo, hi;
-        dequant<V, KIND>(p.w + c * row_bytes + b * BB, lo, hi);
-        V::store(wcol + b * BLOCK, lo);
-        V::store(wcol + b * BLOCK + 16, hi);
-      }
+      dequantize_column<V, KIND>(p, c, wcol);
       scratch_rows<V, R>(p, wcol, rb, re, c);
     }
   }

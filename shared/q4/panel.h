@@ -31,15 +31,7 @@ struct Prompt {
 // wbuf[c * K + k] = w[c0 + c, k] for the panel's columns.
 template <class V, int KIND>
 inline void dequantize_panel(const Problem& p, int64_t c0, int64_t width, float* wbuf) {
-  constexpr int64_t BB = block_bytes(KIND);
-  const int64_t nb = p.k / BLOCK, row_bytes = nb * BB;
-  for (int64_t c = 0; c < width; ++c)
-    for (int64_t b = 0; b < nb; ++b) {
-      V lo, hi;
-      dequant<V, KIND>(p.w + (c0 + c) * row_bytes + b * BB, lo, hi);
-      V::store(wbuf + c * p.k + b * BLOCK, lo);
-      V::store(wbuf + c * p.k + b * BLOCK + 16, hi);
-    }
+  for (int64_t c = 0; c < width; ++c) dequantize_column<V, KIND>(p, c0 + c, wbuf + c * p.k);
 }
 
 // S slices (16 S rows from slice s0) x C columns of the panel, every k.
